@@ -1,0 +1,89 @@
+import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
+import { ConfigError, loadConfig, parseDuration, SETTINGS, VARIABLES } from "./config.ts";
+
+function env(values: Record<string, string>): (name: string) => string | undefined {
+  return (name) => values[name];
+}
+
+Deno.test("loadConfig() returns the documented defaults when nothing is set", () => {
+  deepStrictEqual(loadConfig(env({})), {
+    port: 8080,
+    host: "0.0.0.0",
+    logLevel: "info",
+    logFormat: "json",
+    shutdownDelayMs: 0,
+    shutdownTimeoutMs: 10_000,
+  });
+});
+
+Deno.test("loadConfig() reads every variable and treats an empty value as unset", () => {
+  deepStrictEqual(
+    loadConfig(env({
+      PORT: "0",
+      HOST: "127.0.0.1",
+      LOG_LEVEL: "debug",
+      LOG_FORMAT: "text",
+      SHUTDOWN_DELAY: "5s",
+      SHUTDOWN_TIMEOUT: "250ms",
+    })),
+    {
+      port: 0,
+      host: "127.0.0.1",
+      logLevel: "debug",
+      logFormat: "text",
+      shutdownDelayMs: 5000,
+      shutdownTimeoutMs: 250,
+    },
+  );
+  equal(loadConfig(env({ PORT: "" })).port, 8080);
+});
+
+Deno.test("parseDuration() accepts seconds, decimals, s and ms, and nothing else", () => {
+  equal(parseDuration("5"), 5000);
+  equal(parseDuration("0.25"), 250);
+  equal(parseDuration(".5"), 500);
+  equal(parseDuration("5s"), 5000);
+  equal(parseDuration("250ms"), 250);
+  equal(parseDuration("0"), 0);
+  equal(parseDuration("3600"), 3_600_000);
+  for (const bad of ["-1", "1m", "5 s", "abc", "", "1e3", "3601", "0x10", "NaN", "Infinity", "1.", "5S"]) {
+    equal(parseDuration(bad), undefined, bad);
+  }
+});
+
+Deno.test("loadConfig() stops on a bad value with one line naming the variable, the value and what is accepted", () => {
+  const cases: [string, string, RegExp][] = [
+    ["PORT", "eighty", /^PORT="eighty" is not valid: expected an integer from 0 to 65535$/],
+    ["PORT", "65536", /^PORT="65536" is not valid/],
+    ["PORT", "-1", /^PORT="-1" is not valid/],
+    ["HOST", "bad host!", /^HOST="bad host!" is not valid: expected an IPv4 or IPv6 address or a host name$/],
+    ["LOG_LEVEL", "loud", /^LOG_LEVEL="loud" is not valid: expected debug, info, warn, error$/],
+    ["LOG_FORMAT", "xml", /^LOG_FORMAT="xml" is not valid: expected json or text$/],
+    ["SHUTDOWN_DELAY", "-5", /^SHUTDOWN_DELAY="-5" is not valid: expected a duration/],
+    ["SHUTDOWN_TIMEOUT", "soon", /^SHUTDOWN_TIMEOUT="soon" is not valid: expected a duration/],
+  ];
+  for (const [name, value, message] of cases) {
+    throws(() => loadConfig(env({ [name]: value })), (error) => {
+      if (!(error instanceof ConfigError)) return false;
+      equal(error.variable, name);
+      match(error.message, message);
+      equal(error.message.includes("\n"), false);
+      return true;
+    });
+  }
+});
+
+Deno.test("SETTINGS gives every variable a default that passes its own parser and a description", () => {
+  deepStrictEqual(VARIABLES, ["PORT", "HOST", "LOG_LEVEL", "LOG_FORMAT", "SHUTDOWN_DELAY", "SHUTDOWN_TIMEOUT"]);
+  for (const name of VARIABLES) {
+    const s = SETTINGS[name];
+    equal(s.parse(s.default) !== undefined, true, name);
+    equal(s.description.length > 10, true, name);
+  }
+});
+
+Deno.test("deno task run grants --allow-env for exactly the variables config.ts reads", async () => {
+  const { default: deno } = await import("./deno.json", { with: { type: "json" } });
+  const flag = /--allow-env=(\S+)/.exec(deno.tasks.run.command);
+  deepStrictEqual(flag?.[1].split(",").sort(), [...VARIABLES].sort());
+});
