@@ -1,0 +1,209 @@
+/** Prometheus metrics: the few counters, gauges and histograms the server keeps, and their text exposition. */
+
+/** Latency buckets in seconds (Prometheus client defaults). */
+export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Escapes a label value for the exposition format. */
+export function escapeLabel(value: string): string {
+  return value.replace(/[\\"\n]/g, (c) => c === "\n" ? "\\n" : "\\" + c);
+}
+
+function labelText(names: readonly string[], values: readonly string[], extra = ""): string {
+  const pairs = names.map((n, i) => `${n}="${escapeLabel(values[i])}"`);
+  if (extra) pairs.push(extra);
+  return pairs.length ? `{${pairs.join(",")}}` : "";
+}
+
+function formatNumber(n: number): string {
+  if (Number.isNaN(n)) return "NaN";
+  if (n === Infinity) return "+Inf";
+  if (n === -Infinity) return "-Inf";
+  return String(n);
+}
+
+interface Metric {
+  render(lines: string[]): void;
+}
+
+function header(lines: string[], name: string, help: string, type: string): void {
+  lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+}
+
+/** A counter with a fixed set of label names. */
+export class Counter implements Metric {
+  #values = new Map<string, { labels: string[]; value: number }>();
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[] = []) {}
+
+  /** Adds `by` (default 1) to the series with these label values. */
+  inc(labels: readonly string[] = [], by = 1): void {
+    const key = labels.join("\u0000");
+    const entry = this.#values.get(key);
+    if (entry) entry.value += by;
+    else this.#values.set(key, { labels: [...labels], value: by });
+  }
+
+  /** The current value of one series (0 when never touched). */
+  get(labels: readonly string[] = []): number {
+    return this.#values.get(labels.join("\u0000"))?.value ?? 0;
+  }
+
+  render(lines: string[]): void {
+    header(lines, this.name, this.help, "counter");
+    for (const { labels, value } of this.#values.values()) {
+      lines.push(`${this.name}${labelText(this.labelNames, labels)} ${formatNumber(value)}`);
+    }
+  }
+}
+
+/**
+ * A single series whose value is set, or read from a function at scrape time. With type "counter" it
+ * exposes a count kept elsewhere (the function must only grow).
+ */
+export class Gauge implements Metric {
+  #value = 0;
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly collect?: () => number,
+    readonly labels: Record<string, string> = {},
+    readonly type: "gauge" | "counter" = "gauge",
+  ) {}
+
+  /** Sets the value. */
+  set(value: number): void {
+    this.#value = value;
+  }
+
+  /** Adds `by` to the value (negative to subtract). */
+  add(by: number): void {
+    this.#value += by;
+  }
+
+  /** The current value. */
+  get(): number {
+    return this.collect ? this.collect() : this.#value;
+  }
+
+  render(lines: string[]): void {
+    header(lines, this.name, this.help, this.type);
+    const names = Object.keys(this.labels);
+    lines.push(`${this.name}${labelText(names, Object.values(this.labels))} ${formatNumber(this.get())}`);
+  }
+}
+
+interface HistogramSeries {
+  labels: string[];
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** A histogram with a fixed set of label names and bucket bounds. */
+export class Histogram implements Metric {
+  #series = new Map<string, HistogramSeries>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly string[] = [],
+    readonly buckets: readonly number[] = DEFAULT_BUCKETS,
+  ) {}
+
+  /** Records one observation in the series with these label values. */
+  observe(labels: readonly string[], value: number): void {
+    const key = labels.join("\u0000");
+    let s = this.#series.get(key);
+    if (!s) {
+      s = { labels: [...labels], counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
+      this.#series.set(key, s);
+    }
+    for (let i = 0; i < this.buckets.length; i++) {
+      if (value <= this.buckets[i]) {
+        s.counts[i]++;
+        break;
+      }
+    }
+    s.sum += value;
+    s.count++;
+  }
+
+  render(lines: string[]): void {
+    header(lines, this.name, this.help, "histogram");
+    for (const s of this.#series.values()) {
+      let cumulative = 0;
+      for (let i = 0; i < this.buckets.length; i++) {
+        cumulative += s.counts[i];
+        const le = `le="${formatNumber(this.buckets[i])}"`;
+        lines.push(`${this.name}_bucket${labelText(this.labelNames, s.labels, le)} ${cumulative}`);
+      }
+      lines.push(`${this.name}_bucket${labelText(this.labelNames, s.labels, 'le="+Inf"')} ${s.count}`);
+      lines.push(`${this.name}_sum${labelText(this.labelNames, s.labels)} ${formatNumber(s.sum)}`);
+      lines.push(`${this.name}_count${labelText(this.labelNames, s.labels)} ${s.count}`);
+    }
+  }
+}
+
+/** What createMetrics needs to know about the process. */
+export interface MetricsOptions {
+  version: string;
+  /** Process start, in seconds since the epoch. */
+  startTimeSeconds: number;
+  /** Resident set size in bytes. */
+  rss?: () => number;
+  /** Log lines lost to a failed stdout. */
+  logLinesLost?: () => number;
+}
+
+/** The server's metrics, and its Prometheus text exposition. */
+export class Metrics {
+  /** Requests by method, route template and status code. */
+  readonly requests = new Counter("http_requests_total", "HTTP requests answered.", ["method", "route", "code"]);
+  /** Request durations by method and route template. */
+  readonly duration = new Histogram(
+    "http_request_duration_seconds",
+    "Time from request to response, in seconds.",
+    ["method", "route"],
+  );
+  /** Requests being handled now. */
+  readonly inFlight = new Gauge("http_requests_in_flight", "Requests being handled now.");
+  #all: Metric[];
+
+  constructor(options: MetricsOptions) {
+    const rss = options.rss ?? (() => Deno.memoryUsage().rss);
+    const lost = options.logLinesLost ?? (() => 0);
+    this.#all = [
+      this.requests,
+      this.duration,
+      this.inFlight,
+      new Gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss),
+      new Gauge(
+        "process_start_time_seconds",
+        "Start time of the process since the epoch, in seconds.",
+        () => options.startTimeSeconds,
+      ),
+      new Gauge(
+        "shipshape_log_lines_lost_total",
+        "Log lines that could not be written because stdout failed.",
+        lost,
+        {},
+        "counter",
+      ),
+      new Gauge("shipshape_build_info", "Build information; the value is always 1.", () => 1, {
+        version: options.version,
+        deno: Deno.version.deno,
+      }),
+    ];
+  }
+
+  /** Records one answered request. */
+  record(method: string, route: string, status: number, seconds: number): void {
+    this.requests.inc([method, route, String(status)]);
+    this.duration.observe([method, route], seconds);
+  }
+
+  /** The text exposition (format 0.0.4). */
+  render(): string {
+    const lines: string[] = [];
+    for (const m of this.#all) m.render(lines);
+    return lines.join("\n") + "\n";
+  }
+}
