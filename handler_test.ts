@@ -1,0 +1,241 @@
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import { createHandler, methodLabel, parseDelay, parseStatus, requestId, type ServerState } from "./handler.ts";
+import { Logger, MemoryWriter } from "./logging.ts";
+import { Metrics } from "./metrics.ts";
+
+function setup(overrides: { metrics?: Metrics } = {}) {
+  const out = new MemoryWriter();
+  const logger = new Logger({ writer: out });
+  const metrics = overrides.metrics ?? new Metrics({ version: "1.2.3", startTimeSeconds: 1, rss: () => 1 });
+  const state: ServerState = { draining: false };
+  const handler = createHandler({
+    logger,
+    metrics,
+    state,
+    version: "1.2.3",
+    hostname: "pod-<7>",
+    uptimeMs: () => 1500,
+  });
+  const info: Deno.ServeHandlerInfo = {
+    remoteAddr: { transport: "tcp", hostname: "10.1.2.3", port: 5555 },
+    completed: Promise.resolve(),
+  };
+  const call = (path: string, init?: RequestInit) => handler(new Request(`http://localhost${path}`, init), info);
+  return { out, metrics, state, call };
+}
+
+Deno.test("handler() serves the demo page with the host name and version, HTML-escaped", async () => {
+  const { call } = setup();
+  const res = await call("/");
+  equal(res.status, 200);
+  equal(res.headers.get("content-type"), "text/html; charset=utf-8");
+  const body = await res.text();
+  match(body, /This is a demo page!/);
+  match(body, /pod-&#60;7&#62;/);
+  match(body, /1\.2\.3/);
+});
+
+Deno.test("handler() answers 200 on /livez and /healthz, also while draining", async () => {
+  const { call, state } = setup();
+  for (const draining of [false, true]) {
+    state.draining = draining;
+    for (const path of ["/livez", "/healthz"]) {
+      const res = await call(path);
+      equal(res.status, 200, `${path} draining=${draining}`);
+      equal(await res.text(), "ok\n");
+    }
+  }
+});
+
+Deno.test("handler() answers 503 on /readyz while draining and 200 before", async () => {
+  const { call, state } = setup();
+  const before = await call("/readyz");
+  equal(before.status, 200);
+  await before.body?.cancel();
+  state.draining = true;
+  const during = await call("/readyz");
+  equal(during.status, 503);
+  equal(await during.text(), "draining\n");
+});
+
+Deno.test("handler() answers /info with versions and uptime, and no environment", async () => {
+  const { call } = setup();
+  const res = await call("/info");
+  equal(res.headers.get("content-type"), "application/json");
+  deepStrictEqual(await res.json(), {
+    version: "1.2.3",
+    hostname: "pod-<7>",
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    typescript: Deno.version.typescript,
+    uptime_seconds: 1.5,
+  });
+});
+
+Deno.test("handler() records route templates, never raw paths, in /metrics", async () => {
+  const { call } = setup();
+  for (const path of ["/delay/0", "/delay/0.001", "/status/418", "/nope", "/other/nope"]) {
+    await (await call(path)).body?.cancel();
+  }
+  const res = await call("/metrics");
+  equal(res.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  const text = await res.text();
+  match(text, /http_requests_total\{method="GET",route="\/delay\/:seconds",code="200"\} 2/);
+  match(text, /http_requests_total\{method="GET",route="\/status\/:code",code="418"\} 1/);
+  match(text, /http_requests_total\{method="GET",route="unmatched",code="404"\} 2/);
+  ok(!text.includes("/nope"));
+  ok(!text.includes('"/delay/0"'));
+  match(text, /^http_requests_in_flight 1$/m); // the /metrics request itself
+});
+
+Deno.test("handler() waits on /delay/{seconds}, decimals allowed, and refuses anything else with 400", async () => {
+  const { call } = setup();
+  const started = performance.now();
+  const res = await call("/delay/0.2");
+  equal(res.status, 200);
+  equal(await res.text(), "waited 0.2s\n");
+  ok(performance.now() - started >= 190);
+  for (const bad of ["/delay/x", "/delay/-1", "/delay/1e3", "/delay/", "/delay/1.", "/delay/9999999"]) {
+    const r = await call(bad);
+    equal(r.status, 400, bad);
+    await r.body?.cancel();
+  }
+});
+
+Deno.test("parseDelay() caps at 10 seconds", () => {
+  equal(parseDelay("10"), 10);
+  equal(parseDelay("11"), 10);
+  equal(parseDelay("999999.999999"), 10);
+  equal(parseDelay("0.5"), 0.5);
+  equal(parseDelay("abc"), undefined);
+});
+
+Deno.test("handler() ends /delay early with 499 when the client goes away", async () => {
+  const { call } = setup();
+  const controller = new AbortController();
+  const started = performance.now();
+  const pending = call("/delay/5", { signal: controller.signal });
+  setTimeout(() => controller.abort(), 50);
+  const res = await pending;
+  equal(res.status, 499);
+  await res.body?.cancel();
+  ok(performance.now() - started < 2000);
+});
+
+Deno.test("handler() answers /status/{code} with that code, bodiless where HTTP says so", async () => {
+  const { call } = setup();
+  for (const code of [200, 201, 299, 404, 418, 500, 503, 599]) {
+    const res = await call(`/status/${code}`);
+    equal(res.status, code);
+    equal(await res.text(), `status ${code}\n`);
+  }
+  for (const code of [204, 205, 304]) {
+    const res = await call(`/status/${code}`);
+    equal(res.status, code);
+    equal(res.body, null);
+  }
+  for (const bad of ["/status/99", "/status/100", "/status/199", "/status/600", "/status/abc", "/status/2000"]) {
+    const res = await call(bad);
+    equal(res.status, 400, bad);
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("parseStatus() accepts final statuses only", () => {
+  equal(parseStatus("200"), 200);
+  equal(parseStatus("599"), 599);
+  equal(parseStatus("101"), undefined);
+  equal(parseStatus("+20"), undefined);
+});
+
+Deno.test("handler() answers 405 with an Allow header to other methods, and 404 to unknown paths", async () => {
+  const { call } = setup();
+  for (const method of ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"]) {
+    const res = await call("/", { method });
+    equal(res.status, 405, method);
+    equal(res.headers.get("allow"), "GET, HEAD");
+    await res.body?.cancel();
+  }
+  const res = await call("/nothing/here");
+  equal(res.status, 404);
+  await res.body?.cancel();
+});
+
+Deno.test("handler() answers HEAD like GET and logs 0 bytes", async () => {
+  const { call, out } = setup();
+  const res = await call("/livez", { method: "HEAD" });
+  equal(res.status, 200);
+  await res.body?.cancel();
+  equal(out.records()[0].bytes, 0);
+});
+
+Deno.test("handler() writes one access line per request, after the response is known", async () => {
+  const { call, out } = setup();
+  const res = await call("/status/404", { headers: { "user-agent": "probe/1", "x-request-id": "req-42" } });
+  equal(await res.text(), "status 404\n");
+  const records = out.records();
+  equal(records.length, 1);
+  const { time, duration_ms, ...rest } = records[0];
+  equal(typeof time, "string");
+  equal(typeof duration_ms, "number");
+  deepStrictEqual(rest, {
+    level: "info",
+    msg: "access",
+    method: "GET",
+    path: "/status/404",
+    status: 404,
+    bytes: 11,
+    remote: "10.1.2.3",
+    user_agent: "probe/1",
+    request_id: "req-42",
+  });
+});
+
+Deno.test("handler() echoes a sane X-Request-Id and replaces a hostile one", async () => {
+  const { call } = setup();
+  const sane = await call("/livez", { headers: { "x-request-id": "abc-DEF_1.2:3" } });
+  equal(sane.headers.get("x-request-id"), "abc-DEF_1.2:3");
+  await sane.body?.cancel();
+  for (const hostile of ["a b", 'x"y', "x".repeat(129), "", "é"]) {
+    const res = await call("/livez", { headers: { "x-request-id": hostile } });
+    match(res.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/, hostile);
+    await res.body?.cancel();
+  }
+  equal(requestId(null).length, 36);
+});
+
+Deno.test("handler() sets safe default headers on every response", async () => {
+  const { call } = setup();
+  for (const path of ["/", "/livez", "/nope", "/status/500"]) {
+    const res = await call(path);
+    equal(res.headers.get("x-content-type-options"), "nosniff", path);
+
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("handler() turns a throwing route into a 500 and an error record with its stack, then carries on", async () => {
+  const metrics = new Metrics({ version: "1", startTimeSeconds: 1, rss: () => 1 });
+  metrics.render = () => {
+    throw new RangeError("scrape exploded");
+  };
+  const { call, out } = setup({ metrics });
+  const res = await call("/metrics");
+  equal(res.status, 500);
+  equal(await res.text(), "internal server error\n");
+  const [error, access] = out.records();
+  equal(error.level, "error");
+  equal(error.msg, "handler failed");
+  match((error.error as { stack: string }).stack, /RangeError: scrape exploded/);
+  equal(access.status, 500);
+  const after = await call("/livez");
+  equal(after.status, 200);
+  await after.body?.cancel();
+  equal(metrics.inFlight.get(), 0);
+});
+
+Deno.test("methodLabel() keeps standard methods and folds the rest into _OTHER", () => {
+  equal(methodLabel("GET"), "GET");
+  equal(methodLabel("PATCH"), "PATCH");
+  equal(methodLabel("BREW"), "_OTHER");
+});
