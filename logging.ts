@@ -132,6 +132,19 @@ function jsonValue(_key: string, value: unknown): unknown {
   return value;
 }
 
+let lastMs = NaN;
+let lastIso = "";
+
+/** time.toISOString(), computed once per millisecond: under load many lines share one. */
+export function isoTime(time: Date): string {
+  const ms = time.getTime();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = time.toISOString();
+  }
+  return lastIso;
+}
+
 /** Characters JSON.stringify leaves raw that some log viewers still take as line breaks or terminal controls. */
 const JSON_UNSAFE = /[\u007f-\u009f\u2028\u2029]/;
 const JSON_UNSAFE_ALL = new RegExp(JSON_UNSAFE.source, "g");
@@ -142,7 +155,7 @@ function escapeUnsafe(c: string): string {
 
 /** Formats one record as a JSON line: time, level, msg, then the fields. */
 export function formatJson(time: Date, level: Level, msg: string, fields: Fields): string {
-  const record = { time: time.toISOString(), level, msg, ...fields };
+  const record = { time: isoTime(time), level, msg, ...fields };
   try {
     const line = JSON.stringify(record, jsonValue);
     return JSON_UNSAFE.test(line) ? line.replace(JSON_UNSAFE_ALL, escapeUnsafe) : line;
@@ -156,7 +169,11 @@ export function formatJson(time: Date, level: Level, msg: string, fields: Fields
   }
 }
 
+/** Printable ASCII without quote or backslash: a JSON string needs nothing but the quotes around it. */
+const JSON_PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]{0,1024}$/;
+
 function jsonString(text: string): string {
+  if (JSON_PLAIN.test(text)) return '"' + text + '"';
   const line = JSON.stringify(clip(text));
   return JSON_UNSAFE.test(line) ? line.replace(JSON_UNSAFE_ALL, escapeUnsafe) : line;
 }
@@ -166,7 +183,7 @@ function jsonString(text: string): string {
  * once per request, and the generic path's replacer costs a function call per key.
  */
 export function formatAccessJson(time: Date, r: AccessRecord): string {
-  return `{"time":"${time.toISOString()}","level":"info","msg":"access","method":${jsonString(r.method)},` +
+  return `{"time":"${isoTime(time)}","level":"info","msg":"access","method":${jsonString(r.method)},` +
     `"path":${jsonString(r.path)},"status":${r.status},"bytes":${r.bytes},` +
     `"duration_ms":${Math.round(r.durationMs * 1000) / 1000},"remote":${jsonString(r.remote)},` +
     `"user_agent":${jsonString(r.userAgent)},"request_id":${jsonString(r.requestId)}}`;
@@ -193,7 +210,7 @@ function textValue(value: unknown): string {
 
 /** Formats one record as a human line: time, level, message, then key=value pairs. */
 export function formatText(time: Date, level: Level, msg: string, fields: Fields): string {
-  let line = `${time.toISOString()} ${level.toUpperCase().padEnd(5)} ${escapeText(msg)}`;
+  let line = `${isoTime(time)} ${level.toUpperCase().padEnd(5)} ${escapeText(msg)}`;
   for (const [key, value] of Object.entries(fields)) {
     line += ` ${escapeText(key)}=${textValue(value)}`;
   }

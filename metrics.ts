@@ -36,10 +36,18 @@ export class Counter implements Metric {
 
   /** Adds `by` (default 1) to the series with these label values. */
   inc(labels: readonly string[] = [], by = 1): void {
+    this.series(labels).value += by;
+  }
+
+  /** The series with these label values, created at 0 when new (callers on a hot path keep it). */
+  series(labels: readonly string[]): { value: number } {
     const key = labels.join("\u0000");
-    const entry = this.#values.get(key);
-    if (entry) entry.value += by;
-    else this.#values.set(key, { labels: [...labels], value: by });
+    let entry = this.#values.get(key);
+    if (!entry) {
+      entry = { labels: [...labels], value: 0 };
+      this.#values.set(key, entry);
+    }
+    return entry;
   }
 
   /** The current value of one series (0 when never touched). */
@@ -91,7 +99,8 @@ export class Gauge implements Metric {
   }
 }
 
-interface HistogramSeries {
+/** One label set's bucket counts, sum and count. */
+export interface HistogramSeries {
   labels: string[];
   counts: number[];
   sum: number;
@@ -110,12 +119,22 @@ export class Histogram implements Metric {
 
   /** Records one observation in the series with these label values. */
   observe(labels: readonly string[], value: number): void {
+    this.observeIn(this.series(labels), value);
+  }
+
+  /** The series with these label values, created empty when new (callers on a hot path keep it). */
+  series(labels: readonly string[]): HistogramSeries {
     const key = labels.join("\u0000");
     let s = this.#series.get(key);
     if (!s) {
       s = { labels: [...labels], counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
       this.#series.set(key, s);
     }
+    return s;
+  }
+
+  /** Records one observation in a series obtained from series(). */
+  observeIn(s: HistogramSeries, value: number): void {
     for (let i = 0; i < this.buckets.length; i++) {
       if (value <= this.buckets[i]) {
         s.counts[i]++;
@@ -166,6 +185,7 @@ export class Metrics {
   /** Requests being handled now. */
   readonly inFlight = new Gauge("http_requests_in_flight", "Requests being handled now.");
   #all: Metric[];
+  #recorded = new Map<string, { count: { value: number }; duration: HistogramSeries }>();
 
   constructor(options: MetricsOptions) {
     const rss = options.rss ?? (() => Deno.memoryUsage().rss);
@@ -196,8 +216,19 @@ export class Metrics {
 
   /** Records one answered request. */
   record(method: string, route: string, status: number, seconds: number): void {
-    this.requests.inc([method, route, String(status)]);
-    this.duration.observe([method, route], seconds);
+    // One string key and one lookup per request instead of label arrays: this runs on every request, and the
+    // label sets are bounded (methods folded, route templates, status codes).
+    const key = method + " " + route + " " + status;
+    let series = this.#recorded.get(key);
+    if (!series) {
+      series = {
+        count: this.requests.series([method, route, String(status)]),
+        duration: this.duration.series([method, route]),
+      };
+      this.#recorded.set(key, series);
+    }
+    series.count.value++;
+    this.duration.observeIn(series.duration, seconds);
   }
 
   /** The text exposition (format 0.0.4). */
