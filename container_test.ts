@@ -8,13 +8,12 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { GenericContainer, getContainerRuntimeClient, type StartedTestContainer, Wait } from "testcontainers";
 import deno from "./deno.json" with { type: "json" };
-import { RUN_ARGS } from "./main_test.ts";
+import { getFresh as get, type Record, RUN_ARGS, sleep } from "./testing.ts";
 
 /** The image under test. */
 const IMAGE = Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest";
 const USUAL_SOCKETS = ["/var/run/docker.sock", "/run/podman/podman.sock"];
 
-type Record = { [key: string]: unknown };
 /** A container handle of the engine's API (dockerode's Container, as testcontainers hands it out). */
 type Container = ReturnType<Awaited<ReturnType<typeof getContainerRuntimeClient>>["container"]["getById"]>;
 
@@ -25,10 +24,6 @@ function exists(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Finds a Docker API, or starts a private podman service; returns how to stop what it started. */
@@ -133,12 +128,6 @@ function records(stdout: string): Record[] {
 
 function url(container: StartedTestContainer, path: string): string {
   return `http://${container.getHost()}:${container.getMappedPort(8080)}${path}`;
-}
-
-async function get(address: string): Promise<{ status: number; body: string }> {
-  using client = Deno.createHttpClient({});
-  const res = await fetch(address, { client });
-  return { status: res.status, body: await res.text() };
 }
 
 Deno.test("Containerfile bakes in exactly the permissions of `deno task run`", () => {

@@ -1,0 +1,164 @@
+/**
+ * Test support (no tests here): the real server as a child process with exactly the flags of `deno task run`,
+ * and small HTTP helpers. Shared by the test files that run the server or its image.
+ */
+
+import deno from "./deno.json" with { type: "json" };
+
+const ROOT = new URL(".", import.meta.url).pathname;
+
+/** The arguments `deno task run` passes to deno, so the tests run with the same least privilege. */
+export const RUN_ARGS: string[] = deno.tasks.run.command.split(" ").slice(1);
+
+/** A parsed JSON log record. */
+export type Record = { [key: string]: unknown };
+
+/** A running server process: its stdout lines, parsed, and its stderr text. */
+export class ServerProcess {
+  readonly lines: string[] = [];
+  stderr = "";
+  port = 0;
+  #child: Deno.ChildProcess;
+  #stdout: ReadableStreamDefaultReader<Uint8Array>;
+  #stdoutDone: Promise<void>;
+  #stderrDone: Promise<void>;
+  #waiters: (() => void)[] = [];
+  #gate: PromiseWithResolvers<void> | undefined;
+
+  /**
+   * Starts `command` (by default deno with the flags of `deno task run` on main.ts) with only `env` (plus PORT=0
+   * and HOST=127.0.0.1 unless given) in its environment.
+   */
+  constructor(env: { [key: string]: string }, command: string[] = [Deno.execPath(), ...RUN_ARGS]) {
+    this.#child = new Deno.Command(command[0], {
+      args: command.slice(1),
+      cwd: ROOT,
+      env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", PORT: "0", HOST: "127.0.0.1", ...env },
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#stdout = this.#child.stdout.getReader();
+    this.#stdoutDone = this.#readLines();
+    this.#stderrDone = this.#readStderr();
+  }
+
+  /** The server's process id (of the command started). */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async #readStderr(): Promise<void> {
+    for await (const chunk of this.#child.stderr.pipeThrough(new TextDecoderStream())) this.stderr += chunk;
+  }
+
+  async #readLines(): Promise<void> {
+    const decoder = new TextDecoder();
+    let pending = "";
+    while (true) {
+      if (this.#gate) await this.#gate.promise;
+      const { value, done } = await this.#stdout.read();
+      if (done) break;
+      const parts = (pending + decoder.decode(value, { stream: true })).split("\n");
+      pending = parts.pop() ?? "";
+      this.lines.push(...parts);
+      for (const wake of this.#waiters.splice(0)) wake();
+    }
+    if (pending) this.lines.push(pending);
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+
+  /** Stops reading stdout (after the chunk being read), so the pipe fills up as if nobody read it. */
+  pause(): void {
+    this.#gate ??= Promise.withResolvers<void>();
+  }
+
+  /** Reads stdout again after pause(). */
+  resume(): void {
+    this.#gate?.resolve();
+    this.#gate = undefined;
+  }
+
+  /** Closes the read end of the stdout pipe: the server's next write gets EPIPE. */
+  async closeStdout(): Promise<void> {
+    this.resume();
+    await this.#stdout.cancel();
+  }
+
+  /** Every stdout line parsed as JSON (fails the test on a line that is not). */
+  records(): Record[] {
+    return this.lines.map((line) => JSON.parse(line));
+  }
+
+  /** Waits until a record with this msg appears on stdout; fails after `ms`. */
+  async waitFor(msg: string, ms = 10_000): Promise<Record> {
+    const deadline = Date.now() + ms;
+    while (true) {
+      const found = this.records().find((r) => r.msg === msg);
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`no "${msg}" line within ${ms} ms; stdout: ${this.lines}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 50);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Starts the server and waits for its "listening" line. */
+  static async start(env: { [key: string]: string } = {}, command?: string[]): Promise<ServerProcess> {
+    const server = new ServerProcess(env, command);
+    const listening = await server.waitFor("listening");
+    server.port = listening.port as number;
+    return server;
+  }
+
+  url(path: string): string {
+    return `http://127.0.0.1:${this.port}${path}`;
+  }
+
+  kill(signal: Deno.Signal): void {
+    this.#child.kill(signal);
+  }
+
+  /** Waits for the exit and for both streams to close; returns the exit code. */
+  async exit(): Promise<number> {
+    const status = await this.#child.status;
+    await Promise.all([this.#stdoutDone, this.#stderrDone]);
+    return status.code;
+  }
+
+  /** Access records of requests to this path. */
+  access(path: string, method = "GET"): Record[] {
+    return this.records().filter((r) => r.msg === "access" && r.path === path && r.method === method);
+  }
+}
+
+/** GET on a fresh connection (its own client), so it tests what a new connection gets. */
+export async function getFresh(url: string): Promise<{ status: number; body: string }> {
+  using client = Deno.createHttpClient({});
+  const res = await fetch(url, { client });
+  return { status: res.status, body: await res.text() };
+}
+
+/** GET with the shared client; the response with its body read as text_. */
+export async function get(url: string, init?: RequestInit): Promise<Response & { text_: string }> {
+  const res = await fetch(url, init);
+  return Object.assign(res, { text_: await res.text() });
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A port that was free a moment ago (bound to port 0 on loopback, then released). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
