@@ -1,4 +1,5 @@
-import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
+import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
+import fc from "fast-check";
 import { ConfigError, loadConfig, parseDuration, SETTINGS, VARIABLES } from "./config.ts";
 
 function env(values: Record<string, string>): (name: string) => string | undefined {
@@ -86,4 +87,56 @@ Deno.test("deno task run grants --allow-env for exactly the variables config.ts 
   const { default: deno } = await import("./deno.json", { with: { type: "json" } });
   const flag = /--allow-env=(\S+)/.exec(deno.tasks.run.command);
   deepStrictEqual(flag?.[1].split(",").sort(), [...VARIABLES].sort());
+});
+
+Deno.test("property: loadConfig() either returns a valid config or throws one line naming the variable", () => {
+  const name = fc.constantFrom(...VARIABLES);
+  fc.assert(
+    fc.property(
+      fc.dictionary(
+        name,
+        fc.oneof(
+          fc.string(),
+          fc.string({ unit: "binary" }),
+          fc.double().map(String),
+          fc.constantFrom(
+            "8080",
+            "0",
+            "65535",
+            "65536",
+            "-1",
+            "5s",
+            "250ms",
+            "0.5",
+            "debug",
+            "warn",
+            "json",
+            "text",
+            " 1 ",
+          ),
+        ),
+      ),
+      (env) => {
+        try {
+          const config = loadConfig((n) => env[n]);
+          ok(Number.isInteger(config.port) && config.port >= 0 && config.port <= 65535);
+          ok(config.shutdownDelayMs >= 0 && config.shutdownDelayMs <= 3_600_000);
+          ok(config.shutdownTimeoutMs >= 0 && config.shutdownTimeoutMs <= 3_600_000);
+        } catch (error) {
+          ok(error instanceof ConfigError, String(error));
+          ok(Object.hasOwn(env, error.variable), `${error.variable} was set`);
+          ok(error.message.startsWith(`${error.variable}=`));
+          equal(error.message.split("\n").length, 1, "one line: the value is quoted with JSON escapes");
+        }
+      },
+    ),
+  );
+});
+
+Deno.test("property: parseDuration() agrees with a plain reading of seconds and milliseconds", () => {
+  fc.assert(fc.property(fc.integer({ min: 0, max: 3_600_000 }), (ms) => {
+    equal(parseDuration(`${ms}ms`), ms);
+    equal(parseDuration(`${ms / 1000}`), ms);
+    equal(parseDuration(`${ms / 1000}s`), ms);
+  }));
 });

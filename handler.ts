@@ -37,12 +37,20 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const NO_BODY_STATUSES = new Set([204, 205, 304]);
 const encoder = new TextEncoder();
 
+/** Reports the end of a streamed body: the status to log (499 when the client left) and the bytes sent. */
+type StreamDone = (status: number, bytes: number) => void;
+
 /** What a route answers, before it becomes a Response: the handler knows its size for the access line. */
 interface Reply {
   status: number;
   body: Uint8Array<ArrayBuffer> | null;
   type?: string;
   headers?: Record<string, string>;
+  /**
+   * A streamed body instead of `body`: the request stays in flight (and unlogged) until the stream ends,
+   * which calls `done` exactly once.
+   */
+  stream?: (done: StreamDone) => ReadableStream<Uint8Array>;
 }
 
 type RouteRun = (request: Request, param: string) => Reply | Promise<Reply>;
@@ -63,6 +71,7 @@ const NOT_FOUND = text(404, "not found\n");
 const METHOD_NOT_ALLOWED = text(405, "method not allowed\n", { allow: ALLOWED_METHODS });
 const INTERNAL_ERROR = text(500, "internal server error\n");
 const BAD_DELAY = text(400, `bad delay: expected seconds from 0 to ${MAX_DELAY_SECONDS}, decimals allowed\n`);
+const BAD_STREAM = text(400, `bad stream: expected seconds from 0 to ${MAX_DELAY_SECONDS}, decimals allowed\n`);
 const BAD_STATUS = text(400, "bad status: expected a code from 200 to 599\n");
 
 function json(status: number, value: unknown): Reply {
@@ -97,6 +106,45 @@ export function parseStatus(param: string): number | undefined {
 
 function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Headers of the HTML page: it loads nothing, may not be framed and sends no referrer. */
+const PAGE_HEADERS = {
+  "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+  "x-frame-options": "DENY",
+  "referrer-policy": "no-referrer",
+};
+
+/** The interval between the lines of /stream. */
+export const STREAM_INTERVAL_MS = 500;
+
+/** A body that sends "tick N" every STREAM_INTERVAL_MS for `seconds`, then ends; it stops when the client leaves. */
+function ticker(seconds: number, done: StreamDone): ReadableStream<Uint8Array> {
+  const ticks = Math.floor((seconds * 1000) / STREAM_INTERVAL_MS) + 1;
+  let sent = 0;
+  let bytes = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      const tick = () => {
+        const chunk = encoder.encode(`tick ${sent}\n`);
+        controller.enqueue(chunk);
+        bytes += chunk.length;
+        sent++;
+        if (sent < ticks) {
+          timer = setTimeout(tick, STREAM_INTERVAL_MS);
+        } else {
+          controller.close();
+          done(200, bytes);
+        }
+      };
+      tick();
+    },
+    cancel() {
+      clearTimeout(timer);
+      done(499, bytes);
+    },
+  });
 }
 
 /** Waits `ms`, or less if the client goes away; true when the client went away. */
@@ -136,7 +184,10 @@ export function createHandler(options: HandlerOptions): Handler {
 
   const ok = () => OK;
   const exact = new Map<string, Route>([
-    ["/", { template: "/", run: () => ({ status: 200, body: page, type: "text/html; charset=utf-8" }) }],
+    ["/", {
+      template: "/",
+      run: () => ({ status: 200, body: page, type: "text/html; charset=utf-8", headers: PAGE_HEADERS }),
+    }],
     ["/livez", { template: "/livez", run: ok }],
     ["/healthz", { template: "/healthz", run: ok }],
     ["/readyz", {
@@ -175,6 +226,19 @@ export function createHandler(options: HandlerOptions): Handler {
         return gone ? text(499, "client closed request\n") : text(200, `waited ${seconds}s\n`);
       },
     }],
+    ["/stream/", {
+      template: "/stream/:seconds",
+      run: (_request, param) => {
+        const seconds = parseDelay(param);
+        if (seconds === undefined) return BAD_STREAM;
+        return {
+          status: 200,
+          body: null,
+          type: "text/plain; charset=utf-8",
+          stream: (done) => ticker(seconds, done),
+        };
+      },
+    }],
     ["/status/", {
       template: "/status/:code",
       run: (_request, param) => {
@@ -197,7 +261,7 @@ export function createHandler(options: HandlerOptions): Handler {
     return { route: notFound, param: "" };
   }
 
-  /** Turns the reply into the Response, records the metrics and writes the access line. */
+  /** Turns the reply into the Response; records the metrics and writes the access line once it is sent. */
   function finish(
     request: Request,
     info: Deno.ServeHandlerInfo | undefined,
@@ -207,27 +271,32 @@ export function createHandler(options: HandlerOptions): Handler {
     id: string,
     reply: Reply,
   ): Response {
-    metrics.inFlight.add(-1);
     const headers: Record<string, string> = {
       "x-request-id": id,
       "x-content-type-options": "nosniff",
       ...reply.headers,
     };
     if (reply.type) headers["content-type"] = reply.type;
+    const head = request.method === "HEAD";
+    const done = (status: number, bytes: number) => {
+      metrics.inFlight.add(-1);
+      const seconds = (performance.now() - started) / 1000;
+      metrics.record(methodLabel(request.method), route.template, status, seconds);
+      const remote = info?.remoteAddr;
+      logger.access({
+        method: request.method,
+        path,
+        status,
+        bytes,
+        durationMs: seconds * 1000,
+        remote: remote && "hostname" in remote ? remote.hostname : "",
+        userAgent: request.headers.get("user-agent") ?? "",
+        requestId: id,
+      });
+    };
+    if (reply.stream && !head) return new Response(reply.stream(done), { status: reply.status, headers });
     const response = new Response(reply.body, { status: reply.status, headers });
-    const seconds = (performance.now() - started) / 1000;
-    metrics.record(methodLabel(request.method), route.template, reply.status, seconds);
-    const remote = info?.remoteAddr;
-    logger.access({
-      method: request.method,
-      path,
-      status: reply.status,
-      bytes: request.method === "HEAD" || !reply.body ? 0 : reply.body.length,
-      durationMs: seconds * 1000,
-      remote: remote && "hostname" in remote ? remote.hostname : "",
-      userAgent: request.headers.get("user-agent") ?? "",
-      requestId: id,
-    });
+    done(reply.status, head || !reply.body ? 0 : reply.body.length);
     return response;
   }
 

@@ -2,6 +2,7 @@ import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { createHandler, methodLabel, parseDelay, parseStatus, requestId, type ServerState } from "./handler.ts";
 import { Logger, MemoryWriter } from "./logging.ts";
 import { Metrics } from "./metrics.ts";
+import fc from "fast-check";
 
 function setup(overrides: { metrics?: Metrics } = {}) {
   const out = new MemoryWriter();
@@ -238,4 +239,80 @@ Deno.test("methodLabel() keeps standard methods and folds the rest into _OTHER",
   equal(methodLabel("GET"), "GET");
   equal(methodLabel("PATCH"), "PATCH");
   equal(methodLabel("BREW"), "_OTHER");
+});
+
+Deno.test("handler() streams /stream/{seconds} and writes the access line when the stream ends", async () => {
+  const { call, out, metrics } = setup();
+  const res = await call("/stream/1");
+  equal(res.status, 200);
+  equal(out.lines.length, 0, "nothing logged while the body is still streaming");
+  equal(metrics.inFlight.get(), 1, "a streaming response is in flight");
+  equal(await res.text(), "tick 0\ntick 1\ntick 2\n");
+  const [access] = out.records();
+  equal(access.path, "/stream/1");
+  equal(access.status, 200);
+  equal(access.bytes, 21);
+  ok((access.duration_ms as number) >= 900);
+  equal(metrics.inFlight.get(), 0);
+});
+
+Deno.test("handler() logs a /stream the client abandons as 499 with the bytes sent", async () => {
+  const { call, out, metrics } = setup();
+  const res = await call("/stream/10");
+  const reader = res.body!.getReader();
+  equal(new TextDecoder().decode((await reader.read()).value), "tick 0\n");
+  await reader.cancel();
+  const [access] = out.records();
+  equal(access.status, 499);
+  equal(access.bytes, 7);
+  equal(metrics.inFlight.get(), 0);
+  const bad = await call("/stream/x");
+  equal(bad.status, 400);
+  await bad.body?.cancel();
+  const head = await call("/stream/5", { method: "HEAD" });
+  equal(head.status, 200);
+  equal(head.body, null);
+  equal(out.records().at(-1)!.bytes, 0);
+});
+
+Deno.test("handler() sends a locked-down Content-Security-Policy with the HTML page", async () => {
+  const { call } = setup();
+  const res = await call("/");
+  equal(res.headers.get("content-security-policy"), "default-src 'none'; frame-ancestors 'none'");
+  equal(res.headers.get("x-frame-options"), "DENY");
+  equal(res.headers.get("referrer-policy"), "no-referrer");
+  await res.body?.cancel();
+});
+
+Deno.test("property: the router answers any path and method with a 2xx-4xx and exactly one whole access line", async () => {
+  const method = fc.constantFrom("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW", "get");
+  const path = fc.oneof(
+    fc.webPath(),
+    fc.constantFrom("/", "/livez", "/readyz", "/metrics", "/info", "/healthz").map((p) => p),
+    fc.string({ unit: "binary" }).map((s) => "/status/" + encodeURIComponent(s)),
+    fc.integer({ min: -1000, max: 100_000 }).map((n) => `/status/${n}`),
+    fc.string().map((s) => "/" + encodeURIComponent(s)),
+  );
+  await fc.assert(
+    fc.asyncProperty(method, path, async (m, p) => {
+      fc.pre(!p.startsWith("/delay/") && !p.startsWith("/stream/")); // those wait by design
+      const { call, out, metrics } = setup();
+      const res = await call(p, { method: m });
+      await res.body?.cancel();
+      ok(res.status >= 200 && res.status < 600 && res.status !== 500, `${m} ${p}: ${res.status}`);
+      match(res.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/);
+      const statusRoute = /^\/status\/(\d{3})$/.exec(new URL(`http://h${p}`).pathname);
+      const effective = new Request("http://h/", { method: m }).method; // Fetch upper-cases "get", the wire does not
+      if (effective !== "GET" && effective !== "HEAD") equal(res.status, 405);
+      else if (statusRoute && Number(statusRoute[1]) >= 200 && Number(statusRoute[1]) <= 599) {
+        equal(res.status, Number(statusRoute[1]));
+      } else ok(res.status < 500 || p === "/status/500", `${p}: ${res.status}`);
+      equal(out.lines.length, 1);
+      const [access] = out.records();
+      equal(access.path, new URL(`http://h${p}`).pathname);
+      equal(access.status, res.status);
+      equal(metrics.inFlight.get(), 0);
+    }),
+    { numRuns: 300 },
+  );
 });

@@ -56,6 +56,8 @@ export class LineWriter {
   #buffer = new Uint8Array(16 * 1024);
   /** Lines that could not be written because the output had failed. */
   lost = 0;
+  /** Times a write had to wait for a full non-blocking output (WouldBlock, or nothing written). */
+  waits = 0;
 
   constructor(out: SyncWriter, onBroken: (error: Error) => void = reportBroken) {
     this.#out = out;
@@ -102,6 +104,7 @@ export class LineWriter {
         offset += written;
         backoffMs = 1;
       } else {
+        this.waits++;
         sleepSync(backoffMs);
         backoffMs = Math.min(backoffMs * 2, 50);
       }
@@ -155,7 +158,8 @@ function escapeUnsafe(c: string): string {
 
 /** Formats one record as a JSON line: time, level, msg, then the fields. */
 export function formatJson(time: Date, level: Level, msg: string, fields: Fields): string {
-  const record = { time: isoTime(time), level, msg, ...fields };
+  const record: Fields = { time: isoTime(time), level, msg };
+  for (const key in fields) if (!(key in record)) record[key] = fields[key]; // fields never overwrite these
   try {
     const line = JSON.stringify(record, jsonValue);
     return JSON_UNSAFE.test(line) ? line.replace(JSON_UNSAFE_ALL, escapeUnsafe) : line;

@@ -1,8 +1,11 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import fc from "fast-check";
 import {
   type AccessRecord,
   clfTime,
+  clip,
   escapeText,
+  formatAccessJson,
   formatAccessText,
   formatJson,
   formatText,
@@ -82,6 +85,15 @@ Deno.test("formatJson() writes an error's name, message and stack", () => {
   match(record.error.stack, /TypeError: boom\n\s+at /);
 });
 
+Deno.test("formatJson() never lets a field overwrite time, level or msg", () => {
+  deepStrictEqual(JSON.parse(formatJson(TIME, "info", "real", { msg: "forged", level: "error", time: "x", a: 1 })), {
+    time: "2026-11-27T01:02:03.456Z",
+    level: "info",
+    msg: "real",
+    a: 1,
+  });
+});
+
 Deno.test("formatJson() survives values JSON cannot serialize", () => {
   const circular: Record<string, unknown> = {};
   circular.self = circular;
@@ -152,6 +164,7 @@ Deno.test("LineWriter loops on partial writes and waits out WouldBlock without l
   equal(new TextDecoder().decode(new Uint8Array(out.bytes)), lines.map((l) => l + "\n").join(""));
   equal(writer.lost, 0);
   ok(out.calls > 40);
+  ok(writer.waits >= out.calls / 2 - 1, "every WouldBlock was a wait");
 });
 
 Deno.test("LineWriter stops writing on a broken pipe, counts lost lines and never throws", () => {
@@ -170,4 +183,45 @@ Deno.test("LineWriter stops writing on a broken pipe, counts lost lines and neve
   equal(writer.lost, 3);
   equal(reported.length, 1);
   ok(writer.broken instanceof Deno.errors.BrokenPipe);
+});
+
+Deno.test("property: every formatter writes one line without control characters that parses back (JSON)", () => {
+  const text = fc.oneof(
+    fc.string({ unit: "binary" }),
+    fc.string(),
+    fc.constantFrom('"}\n{"level":"error"', "\u2028", "\ud800"),
+  );
+  const record = fc.record({
+    method: text,
+    path: text,
+    status: fc.integer({ min: 100, max: 599 }),
+    bytes: fc.nat(),
+    durationMs: fc.double({ min: 0, max: 1e7, noNaN: true }),
+    remote: text,
+    userAgent: text,
+    requestId: text,
+  });
+  // deno-lint-ignore no-control-regex -- looking for control characters is the point
+  const unsafe = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+  fc.assert(
+    fc.property(record, text, text, (r, msg, value) => {
+      const json = formatAccessJson(TIME, r);
+      ok(!unsafe.test(json), json);
+      const parsed = JSON.parse(json);
+      equal(parsed.path, clip(r.path));
+      equal(parsed.user_agent, clip(r.userAgent));
+      equal(parsed.request_id, clip(r.requestId));
+      const line = formatAccessText(TIME, r);
+      ok(!unsafe.test(line), line);
+      ok(line.startsWith(escapeText(r.remote || "-") + " - - ["));
+      const generic = formatJson(TIME, "warn", msg, { [msg]: value, nested: { value } });
+      ok(!unsafe.test(generic), generic);
+      const back = JSON.parse(generic);
+      equal(back.msg, clip(msg));
+      equal(back.nested.value, clip(value));
+      const human = formatText(TIME, "warn", msg, { key: value });
+      ok(!unsafe.test(human), human);
+    }),
+    { numRuns: 500 },
+  );
 });

@@ -16,6 +16,7 @@ import { loadConfig, parseDuration, SETTINGS, VARIABLES } from "./config.ts";
 import { createHandler } from "./handler.ts";
 import { Logger, MemoryWriter } from "./logging.ts";
 import { Metrics } from "./metrics.ts";
+import { freePort } from "./testing.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = any;
@@ -320,13 +321,6 @@ async function podman(...args: string[]): Promise<{ code: number; stdout: string
   });
   const decoder = new TextDecoder();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 Deno.test("podman kube play runs deployment.yaml: uid 65532, read-only root, ready, JSON logs, clean stop", async () => {

@@ -170,6 +170,8 @@ export interface MetricsOptions {
   rss?: () => number;
   /** Log lines lost to a failed stdout. */
   logLinesLost?: () => number;
+  /** Waits of the log writer for a full non-blocking stdout. */
+  logWriteWaits?: () => number;
 }
 
 /** The server's metrics, and its Prometheus text exposition. */
@@ -190,6 +192,7 @@ export class Metrics {
   constructor(options: MetricsOptions) {
     const rss = options.rss ?? (() => Deno.memoryUsage().rss);
     const lost = options.logLinesLost ?? (() => 0);
+    const waits = options.logWriteWaits ?? (() => 0);
     this.#all = [
       this.requests,
       this.duration,
@@ -204,6 +207,13 @@ export class Metrics {
         "shipshape_log_lines_lost_total",
         "Log lines that could not be written because stdout failed.",
         lost,
+        {},
+        "counter",
+      ),
+      new Gauge(
+        "shipshape_log_write_waits_total",
+        "Times a log write waited for a full non-blocking stdout (back-pressure from the log reader).",
+        waits,
         {},
         "counter",
       ),

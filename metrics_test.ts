@@ -47,7 +47,13 @@ Deno.test("escapeLabel() escapes backslash, quote and newline", () => {
 });
 
 Deno.test("Metrics.render() exposes requests, durations, in-flight, memory, start time and build info", () => {
-  const m = new Metrics({ version: "9.9.9", startTimeSeconds: 1700000000.5, rss: () => 1234, logLinesLost: () => 2 });
+  const m = new Metrics({
+    version: "9.9.9",
+    startTimeSeconds: 1700000000.5,
+    rss: () => 1234,
+    logLinesLost: () => 2,
+    logWriteWaits: () => 3,
+  });
   m.record("GET", "/delay/:seconds", 200, 0.2);
   m.inFlight.add(1);
   const text = m.render();
@@ -58,6 +64,7 @@ Deno.test("Metrics.render() exposes requests, durations, in-flight, memory, star
   match(text, /^process_start_time_seconds 1700000000.5$/m);
   match(text, /^# TYPE shipshape_log_lines_lost_total counter$/m);
   match(text, /^shipshape_log_lines_lost_total 2$/m);
+  match(text, /^shipshape_log_write_waits_total 3$/m);
   match(text, new RegExp(`^shipshape_build_info\\{version="9.9.9",deno="${Deno.version.deno}"\\} 1$`, "m"));
   ok(text.endsWith("\n"));
   // Every sample line is "name{labels} value" or "name value" (the exposition grammar, roughly).

@@ -1,0 +1,327 @@
+/**
+ * The real server under hostile input, hostile stdout, resource exhaustion and faults: nothing lost, nothing
+ * crashed, every log line whole.
+ */
+
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import { getFresh, RUN_ARGS, ServerProcess, sleep } from "./testing.ts";
+
+const DENO_RUN_MAIN = [Deno.execPath(), ...RUN_ARGS];
+
+/** Sends raw bytes on a new connection; the status line of the answer, or "closed" if it closed without one. */
+async function raw(port: number, bytes: Uint8Array, waitMs = 2000): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(bytes).catch(() => {});
+    const buffer = new Uint8Array(4096);
+    const timer = setTimeout(() => conn.close(), waitMs);
+    const n = await conn.read(buffer).catch(() => null);
+    clearTimeout(timer);
+    if (!n) return "closed";
+    return new TextDecoder().decode(buffer.subarray(0, n)).split("\r\n")[0];
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+function rssBytes(pid: number): number {
+  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return Number(kb![1]) * 1024;
+}
+
+const encoder = new TextEncoder();
+const request = (text: string) => encoder.encode(text.replaceAll("\n", "\r\n"));
+
+Deno.test("bad requests get a 4xx or a closed connection, cost bounded memory, and the server serves on", async () => {
+  const server = await ServerProcess.start();
+  const rssBefore = rssBytes(server.pid);
+  const cases: [string, Uint8Array, RegExp][] = [
+    ["not HTTP", request("HELLO WORLD\n\n"), /^HTTP\/1\.1 400 /],
+    ["bad method token", request("G(T / HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 400 /],
+    ["HTTP/2.0 in an HTTP/1 request line", request("GET / HTTP/2.0\nHost: x\n\n"), /^HTTP\/1\.1 400 /],
+    ["HTTP/0.9", request("GET /\n\n"), /^HTTP\/1\.1 400 /],
+    ["HTTP/3.7", request("GET / HTTP/3.7\nHost: x\n\n"), /^HTTP\/1\.1 400 /],
+    ["unknown method", request("BREW / HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 405 /],
+    ["CONNECT", request("CONNECT evil:443 HTTP/1.1\nHost: evil:443\n\n"), /^HTTP\/1\.1 405 /],
+    ["POST with a body", request("POST / HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello"), /^HTTP\/1\.1 405 /],
+    ["GET with a body", request("GET /livez HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello"), /^HTTP\/1\.1 200 /],
+    ["bad Content-Length", request("GET / HTTP/1.1\nHost: x\nContent-Length: abc\n\n"), /^HTTP\/1\.1 400 /],
+    [
+      "Content-Length with Transfer-Encoding (smuggling)",
+      request("POST / HTTP/1.1\nHost: x\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\n\n"),
+      /^HTTP\/1\.1 400 /,
+    ],
+    ["URL of 9 KB", request(`GET /${"a".repeat(9000)} HTTP/1.1\nHost: x\n\n`), /^HTTP\/1\.1 404 /],
+    ["URL of 200 KB", request(`GET /${"a".repeat(200_000)} HTTP/1.1\nHost: x\n\n`), /^(HTTP\/1\.1 4\d\d |closed$)/],
+    [
+      "header of 1 MB",
+      request(`GET / HTTP/1.1\nHost: x\nX-Big: ${"b".repeat(1 << 20)}\n\n`),
+      /^(HTTP\/1\.1 4\d\d |closed$)/,
+    ],
+    [
+      "500 headers",
+      request(`GET / HTTP/1.1\nHost: x\n${Array.from({ length: 500 }, (_, i) => `X-H${i}: v\n`).join("")}\n`),
+      /^HTTP\/1\.1 4\d\d /,
+    ],
+    ["control character in the path", request("GET /a\x01b HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 400 /],
+    ["control character in a header", request("GET / HTTP/1.1\nHost: x\nUser-Agent: a\x01b\n\n"), /^HTTP\/1\.1 400 /],
+    ["quote in the path", request('GET /a"b HTTP/1.1\nHost: x\n\n'), /^HTTP\/1\.1 404 /],
+    [
+      "invalid UTF-8 in the path",
+      new Uint8Array([...request("GET /"), 0xff, 0xfe, ...request(" HTTP/1.1\nHost: x\n\n")]),
+      /^HTTP\/1\.1 400 /,
+    ],
+    [
+      "invalid UTF-8 and quotes in the user agent",
+      new Uint8Array([...request("GET /livez HTTP/1.1\nHost: x\nUser-Agent: \xff"), 0xfe, ...request('"}{\n\n')]),
+      /^HTTP\/1\.1 200 /,
+    ],
+    ["hostile X-Request-Id", request('GET /livez HTTP/1.1\nHost: x\nX-Request-Id: a"}\n\n'), /^HTTP\/1\.1 200 /],
+    ["absurd /delay", request("GET /delay/1e309 HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 400 /],
+    ["absurd /status", request(`GET /status/${"9".repeat(40)} HTTP/1.1\nHost: x\n\n`), /^HTTP\/1\.1 400 /],
+    ["no Host header", request("GET /livez HTTP/1.1\n\n"), /^HTTP\/1\.1 200 /],
+    ["absolute URI", request("GET http://elsewhere.invalid/livez HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 200 /],
+  ];
+  try {
+    for (const [name, bytes, expected] of cases) {
+      match(await raw(server.port, bytes), expected, name);
+    }
+    equal((await getFresh(server.url("/livez"))).status, 200, "serving everyone else");
+    const grown = rssBytes(server.pid) - rssBefore;
+    ok(grown < 64 * 1024 * 1024, `RSS grew ${grown} bytes over all the cases`);
+  } finally {
+    server.kill("SIGTERM");
+    equal(await server.exit(), 0);
+  }
+  // Every line is one whole JSON record: nothing the requests carried broke or forged one.
+  const records = server.records();
+  // deno-lint-ignore no-control-regex -- looking for control characters is the point
+  for (const line of server.lines) ok(!/[\x00-\x1f\x7f]/.test(line), line);
+  deepStrictEqual(new Set(records.map((r) => r.level)), new Set(["info"]));
+  const hostile = records.find((r) =>
+    r.msg === "access" && typeof r.user_agent === "string" && r.user_agent.includes('"}{')
+  );
+  ok(hostile, "the hostile user agent was logged, escaped");
+  equal(server.stderr, "");
+});
+
+Deno.test("a slow client sending its headers a byte at a time is answered, and others are served meanwhile", async () => {
+  const server = await ServerProcess.start();
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const bytes = request("GET /livez HTTP/1.1\nHost: x\nUser-Agent: slow\n\n");
+    for (const [i, byte] of bytes.entries()) {
+      await conn.write(new Uint8Array([byte]));
+      if (i % 10 === 0) equal((await getFresh(server.url("/readyz"))).status, 200);
+      await sleep(5);
+    }
+    const buffer = new Uint8Array(1024);
+    const n = await conn.read(buffer);
+    conn.close();
+    match(new TextDecoder().decode(buffer.subarray(0, n ?? 0)), /^HTTP\/1\.1 200 /);
+  } finally {
+    server.kill("SIGTERM");
+    equal(await server.exit(), 0);
+  }
+  equal(server.records().filter((r) => r.user_agent === "slow").length, 1);
+});
+
+/** Sends `count` GET requests from `workers` concurrent keep-alive loops, with ids `${prefix}-${i}`. */
+async function load(url: string, count: number, workers: number, prefix: string): Promise<number[]> {
+  const statuses: number[] = [];
+  let next = 0;
+  using client = Deno.createHttpClient({});
+  await Promise.all(Array.from({ length: workers }, async () => {
+    while (next < count) {
+      const i = next++;
+      const res = await fetch(url, { client, headers: { "x-request-id": `${prefix}-${i}` } });
+      await res.body?.cancel();
+      statuses.push(res.status);
+    }
+  }));
+  return statuses;
+}
+
+Deno.test("a stdout pipe nobody reads for a while slows the server down and loses no line", async () => {
+  const server = await ServerProcess.start();
+  server.pause();
+  const rssBefore = rssBytes(server.pid);
+  let finished = 0;
+  const requests = load(server.url("/livez"), 2000, 8, "paused").then((s) => {
+    finished = s.length;
+    return s;
+  });
+  await sleep(1500);
+  const rssPaused = rssBytes(server.pid);
+  equal(finished, 0, "with its pipe full the server waits: the 2000 requests cannot all be done yet");
+  server.resume();
+  const statuses = await requests;
+  server.kill("SIGTERM");
+  equal(await server.exit(), 0);
+  equal(statuses.filter((s) => s === 200).length, 2000);
+  const ids = server.records().filter((r) => r.msg === "access").map((r) => r.request_id);
+  equal(ids.length, 2000);
+  equal(new Set(ids).size, 2000);
+  ok(rssPaused - rssBefore < 32 * 1024 * 1024, `RSS grew ${rssPaused - rssBefore} bytes while stdout was full`);
+});
+
+Deno.test("a non-blocking stdout (WouldBlock) neither drops nor reorders lines", async () => {
+  const command = ["python3", "tools/stdout_pipe.py", "--nonblocking", "--pause", "1", "--", ...DENO_RUN_MAIN];
+  const server = await ServerProcess.start({}, command);
+  // One connection, one request after another: the access lines must come out in exactly this order.
+  const statuses = await load(server.url("/livez"), 1500, 1, "seq");
+  const waits = Number(
+    /^shipshape_log_write_waits_total (\d+)$/m.exec((await getFresh(server.url("/metrics"))).body)?.[1],
+  );
+  ok(waits > 0, `the writer met a full non-blocking pipe (${waits} waits)`);
+  server.kill("SIGTERM");
+  equal(await server.exit(), 0);
+  equal(statuses.filter((s) => s === 200).length, 1500);
+  const ids = server.records().filter((r) => r.msg === "access" && r.path === "/livez").map((r) => r.request_id);
+  deepStrictEqual(ids, Array.from({ length: 1500 }, (_, i) => `seq-${i}`));
+  equal(server.stderr, "");
+});
+
+Deno.test("a vanished stdout reader (EPIPE) does not take the server down", async () => {
+  const server = await ServerProcess.start();
+  await server.closeStdout();
+  for (let i = 0; i < 20; i++) equal((await getFresh(server.url("/livez"))).status, 200);
+  const metrics = (await getFresh(server.url("/metrics"))).body;
+  const lost = Number(/^shipshape_log_lines_lost_total (\d+)$/m.exec(metrics)?.[1]);
+  ok(lost >= 20, `lost lines counted: ${lost}`);
+  server.kill("SIGTERM");
+  equal(await server.exit(), 0);
+  equal(server.stderr, "shipshape: stdout failed (BrokenPipe); further log lines are discarded\n");
+});
+
+Deno.test("running out of file descriptors degrades and recovers, with one line per outage", async () => {
+  const command = ["sh", "-c", 'ulimit -n 48 && exec "$0" "$@"', ...DENO_RUN_MAIN];
+  const server = await ServerProcess.start({}, command);
+  const conns: Deno.Conn[] = [];
+  for (let i = 0; i < 80; i++) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port }).catch(() => null);
+    if (!conn) break;
+    await conn.write(request("GET /delay/1 HTTP/1.1\nHost: x\n\n")).catch(() => {});
+    conns.push(conn);
+  }
+  const answers = await Promise.all(conns.map(async (conn) => {
+    const buffer = new Uint8Array(256);
+    const timer = setTimeout(() => conn.close(), 4000);
+    const n = await conn.read(buffer).catch(() => null);
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+    return n ? new TextDecoder().decode(buffer.subarray(0, n)).split("\r\n")[0] : "none";
+  }));
+  const answered = answers.filter((a) => a.startsWith("HTTP/1.1 200")).length;
+  ok(answered > 0 && answered < 80, `${answered} of 80 answered: the accepted ones, not all`);
+  let status = 0;
+  const deadline = Date.now() + 10_000;
+  while (status !== 200 && Date.now() < deadline) {
+    status = await getFresh(server.url("/livez")).then((r) => r.status, () => 0);
+    if (status !== 200) await sleep(100);
+  }
+  equal(status, 200, "serving again once descriptors are free");
+  const metrics = (await getFresh(server.url("/metrics"))).body;
+  match(metrics, /^http_requests_in_flight 1$/m, "only the /metrics request itself is in flight");
+  server.kill("SIGTERM");
+  equal(await server.exit(), 0);
+  const records = server.records();
+  const failures = records.filter((r) => r.msg === "accept loop failed: listening again as soon as possible");
+  ok(failures.length >= 1 && failures.length <= 3, `${failures.length} outage lines, not one per failed accept`);
+  ok(records.some((r) => r.msg === "listening again"));
+  equal(records.filter((r) => r.msg === "access" && r.path === "/delay/1" && r.status === 200).length, answered);
+});
+
+Deno.test("SIGTERM in the middle of heavy load: every request the server accepted is answered, exit 0", async () => {
+  const server = await ServerProcess.start();
+  let received = 0;
+  let failed = 0;
+  let stop = false;
+  using client = Deno.createHttpClient({});
+  const workers = Array.from({ length: 16 }, async () => {
+    while (!stop) {
+      try {
+        const res = await fetch(server.url("/delay/0.02"), { client });
+        await res.body?.cancel();
+        if (res.status === 200) received++;
+      } catch {
+        failed++; // refused or reset: never accepted, or the process is gone
+        if (failed > 200) break;
+        await sleep(5);
+      }
+    }
+  });
+  await sleep(1000);
+  server.kill("SIGTERM");
+  const code = await server.exit();
+  stop = true;
+  await Promise.all(workers);
+  equal(code, 0);
+  const logged = server.records().filter((r) => r.msg === "access" && r.status === 200).length;
+  ok(logged > 100, `${logged} requests under load`);
+  equal(received, logged, "every accepted (logged) request reached its client");
+});
+
+Deno.test("SIGTERM while a response is still streaming: the drain timeout ends it, exit 1, logged", async () => {
+  const server = await ServerProcess.start({ SHUTDOWN_TIMEOUT: "0.5" });
+  const res = await fetch(server.url("/stream/10"));
+  const reader = res.body!.getReader();
+  equal(new TextDecoder().decode((await reader.read()).value), "tick 0\n");
+  const signalled = performance.now();
+  server.kill("SIGTERM");
+  equal(await server.exit(), 1);
+  const took = performance.now() - signalled;
+  ok(took >= 450 && took < 3000, `exit after ${took} ms`);
+  await reader.read().then(async () => await reader.cancel(), () => {});
+  const last = server.records().at(-1)!;
+  equal(last.level, "error");
+  equal(last.cut_off, 1);
+});
+
+Deno.test("repeated start/stop cycles all end cleanly with complete logs", async () => {
+  for (let cycle = 0; cycle < 8; cycle++) {
+    const server = await ServerProcess.start();
+    equal((await getFresh(server.url("/"))).status, 200);
+    server.kill(cycle % 2 ? "SIGINT" : "SIGTERM");
+    equal(await server.exit(), 0, `cycle ${cycle}`);
+    deepStrictEqual(server.records().map((r) => r.msg), [
+      "listening",
+      "access",
+      "shutdown started",
+      "shutdown complete",
+    ]);
+  }
+});
+
+Deno.test("the running server is denied file access, subprocesses, FFI, other hosts and other variables", async () => {
+  const probe = new ServerProcess({ HOME: "/root" }, [...DENO_RUN_MAIN.slice(0, -1), "testdata/privilege_probe.ts"]);
+  equal(await probe.exit(), 0);
+  deepStrictEqual(JSON.parse(probe.stderr), {
+    read_etc_passwd: "NotCapable",
+    read_own_source: "NotCapable",
+    write_tmp: "NotCapable",
+    run_subprocess: "NotCapable",
+    env_home: "NotCapable",
+    env_all: "NotCapable",
+    ffi: "NotCapable",
+    sys_os_uptime: "NotCapable",
+    net_other_host: "prompt",
+    env_port: "allowed",
+    hostname: "allowed",
+    net_loopback: "granted",
+  });
+  deepStrictEqual(probe.records().map((r) => r.msg), ["listening", "shutdown started", "shutdown complete"]);
+});
+
+Deno.test("an unhandled rejection or an uncaught exception outside a request is logged, and the process lives on", async () => {
+  const probe = new ServerProcess({}, [Deno.execPath(), "run", "testdata/guard_probe.ts"]);
+  equal(await probe.exit(), 0);
+  const records = probe.records();
+  deepStrictEqual(records.map((r) => r.msg), ["unhandled rejection", "uncaught exception", "still alive"]);
+  match((records[0].error as { stack: string }).stack, /TypeError: nobody awaited this/);
+  match((records[1].error as { stack: string }).stack, /RangeError: thrown in a timer/);
+});
