@@ -11,6 +11,7 @@
 import { haveWrk, runLoad } from "./load.ts";
 import { FIGURES, markdown, type Row, svg } from "./report.ts";
 import { summarize } from "./stats.ts";
+import { freePort, sleep } from "../testing.ts";
 import { imageSizes, rssBytes, type Running, type Subject, subjects } from "./subjects.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -53,17 +54,6 @@ function parseOptions(args: string[]): Options {
 
 function progress(message: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(`bench: ${message}\n`));
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** GET on its own connection; the status and whether the whole body arrived, or 0 on a failed request. */

@@ -2,6 +2,7 @@ import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import { parseAutocannon, parseWrk } from "./load.ts";
 import { cell, FIGURES, markdown, type Row, svg } from "./report.ts";
+import { soak } from "./soak.ts";
 import { ratio, summarize } from "./stats.ts";
 
 const DATA = new URL("./testdata/", import.meta.url);
@@ -131,4 +132,13 @@ Deno.test("bench.ts runs end to end on the shipshape process and writes its resu
   } finally {
     Deno.removeSync(out, { recursive: true });
   }
+});
+
+Deno.test("soak() restarts the process under load and counts no lost request or log line", async () => {
+  const result = await soak({ cycles: 2, workers: 4, container: false, rssSeconds: 0, quiet: true });
+  equal(result.cycles, 2);
+  ok(result.requests > 50, `${result.requests} requests`);
+  equal(result.requestsLost, 0);
+  equal(result.logLinesLost, 0);
+  deepStrictEqual(result.uncleanExits, []);
 });
