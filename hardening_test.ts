@@ -128,6 +128,21 @@ Deno.test("a slow client sending its headers a byte at a time is answered, and o
   equal(server.records().filter((r) => r.user_agent === "slow").length, 1);
 });
 
+Deno.test("a connection that never finishes its headers does not hold up the drain", async () => {
+  const server = await ServerProcess.start();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await conn.write(request("GET /livez HTTP/1.1\nHost: x\n")); // no blank line: the headers never end
+  await sleep(200);
+  const signalled = performance.now();
+  server.kill("SIGTERM");
+  equal(await server.exit(), 0);
+  const took = performance.now() - signalled;
+  ok(took < 2000, `exit after ${took} ms`);
+  const n = await conn.read(new Uint8Array(64)).catch(() => null);
+  equal(n, null, "the half-open request got no answer: its connection was closed");
+  conn.close();
+});
+
 /** Sends `count` GET requests from `workers` concurrent keep-alive loops, with ids `${prefix}-${i}`. */
 async function load(url: string, count: number, workers: number, prefix: string): Promise<number[]> {
   const statuses: number[] = [];

@@ -236,12 +236,14 @@ export async function bench(options: Options): Promise<Row[]> {
     subjects: chosen.map((s) => ({ name: s.name, skipped: s.skip, samples: samples.get(s.name) ?? {} })),
     errors,
   };
-  Deno.writeTextFileSync(`${options.out}/latest.json`, JSON.stringify(result, null, 2) + "\n");
-  Deno.writeTextFileSync(`${options.out}/latest.md`, table);
+  // A quick run never overwrites the full run's files (those are the ones committed and shown in the README).
+  const stem = `${options.out}/${options.quick ? "quick" : "latest"}`;
+  Deno.writeTextFileSync(`${stem}.json`, JSON.stringify(result, null, 2) + "\n");
+  Deno.writeTextFileSync(`${stem}.md`, table);
   const title = `shipshape benchmark (${result.mode}, ${result.machine.cores} cores, ${result.finished.slice(0, 10)})`;
-  Deno.writeTextFileSync(`${options.out}/latest.svg`, svg(rows, title));
-  progress(`wrote ${options.out}/latest.json, latest.md and latest.svg`);
-  if (errors.length) progress(`${errors.length} measurements failed: see "errors" in latest.json`);
+  Deno.writeTextFileSync(`${stem}.svg`, svg(rows, title));
+  progress(`wrote ${stem}.json, .md and .svg`);
+  if (errors.length) progress(`${errors.length} measurements failed: see "errors" in ${stem}.json`);
   return rows;
 }
 
