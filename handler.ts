@@ -43,7 +43,10 @@ type StreamDone = (status: number, bytes: number) => void;
 /** What a route answers, before it becomes a Response: the handler knows its size for the access line. */
 interface Reply {
   status: number;
-  body: Uint8Array<ArrayBuffer> | null;
+  /** The body as a string: Deno.serve sends strings with less work than byte arrays. */
+  body: string | null;
+  /** The body's size in UTF-8 bytes, for the access line. */
+  bytes: number;
   type?: string;
   headers?: Record<string, string>;
   /**
@@ -55,14 +58,31 @@ interface Reply {
 
 type RouteRun = (request: Request, param: string) => Reply | Promise<Reply>;
 
+/** One request on its way through the handler. */
+interface Exchange {
+  request: Request;
+  info: Deno.ServeHandlerInfo | undefined;
+  method: string;
+  path: string;
+  route: Route;
+  started: number;
+  id: string;
+}
+
 interface Route {
   /** The route template, used as the metrics label. */
   template: string;
   run: RouteRun;
 }
 
+/** The UTF-8 size of `text` (its length when it is ASCII, the common case, without encoding it). */
+export function utf8Length(text: string): number {
+  // deno-lint-ignore no-control-regex -- the ASCII range is the point
+  return /^[\x00-\x7f]*$/.test(text) ? text.length : encoder.encode(text).length;
+}
+
 function text(status: number, body: string, headers?: Record<string, string>): Reply {
-  return { status, body: encoder.encode(body), type: "text/plain; charset=utf-8", headers };
+  return { status, ...sized(body), type: "text/plain; charset=utf-8", headers };
 }
 
 const OK = text(200, "ok\n");
@@ -74,8 +94,13 @@ const BAD_DELAY = text(400, `bad delay: expected seconds from 0 to ${MAX_DELAY_S
 const BAD_STREAM = text(400, `bad stream: expected seconds from 0 to ${MAX_DELAY_SECONDS}, decimals allowed\n`);
 const BAD_STATUS = text(400, "bad status: expected a code from 200 to 599\n");
 
+/** A body and its UTF-8 size. */
+function sized(body: string): { body: string; bytes: number } {
+  return { body, bytes: utf8Length(body) };
+}
+
 function json(status: number, value: unknown): Reply {
-  return { status, body: encoder.encode(JSON.stringify(value) + "\n"), type: "application/json" };
+  return { status, ...sized(JSON.stringify(value) + "\n"), type: "application/json" };
 }
 
 /** Returns the incoming X-Request-Id when it is sane (1-128 of A-Z a-z 0-9 . _ : -), else a fresh UUID. */
@@ -167,8 +192,7 @@ function wait(ms: number, signal: AbortSignal): Promise<boolean> {
 export function createHandler(options: HandlerOptions): Handler {
   const { logger, metrics, state, version, hostname } = options;
   const uptimeMs = options.uptimeMs ?? (() => performance.now());
-  const page = encoder.encode(
-    `<!DOCTYPE html>
+  const page = `<!DOCTYPE html>
 <html>
   <head>
     <meta charset="utf-8">
@@ -179,14 +203,20 @@ export function createHandler(options: HandlerOptions): Handler {
     <p>Served by <code>${escapeHtml(hostname)}</code>, shipshape ${escapeHtml(version)}.</p>
   </body>
 </html>
-`,
-  );
+`;
+  const pageBytes = utf8Length(page);
 
   const ok = () => OK;
   const exact = new Map<string, Route>([
     ["/", {
       template: "/",
-      run: () => ({ status: 200, body: page, type: "text/html; charset=utf-8", headers: PAGE_HEADERS }),
+      run: () => ({
+        status: 200,
+        body: page,
+        bytes: pageBytes,
+        type: "text/html; charset=utf-8",
+        headers: PAGE_HEADERS,
+      }),
     }],
     ["/livez", { template: "/livez", run: ok }],
     ["/healthz", { template: "/healthz", run: ok }],
@@ -198,7 +228,7 @@ export function createHandler(options: HandlerOptions): Handler {
       template: "/metrics",
       run: () => ({
         status: 200,
-        body: encoder.encode(metrics.render()),
+        ...sized(metrics.render()),
         type: "text/plain; version=0.0.4; charset=utf-8",
       }),
     }],
@@ -234,6 +264,7 @@ export function createHandler(options: HandlerOptions): Handler {
         return {
           status: 200,
           body: null,
+          bytes: 0,
           type: "text/plain; charset=utf-8",
           stream: (done) => ticker(seconds, done),
         };
@@ -244,7 +275,7 @@ export function createHandler(options: HandlerOptions): Handler {
       run: (_request, param) => {
         const code = parseStatus(param);
         if (code === undefined) return BAD_STATUS;
-        return NO_BODY_STATUSES.has(code) ? { status: code, body: null } : text(code, `status ${code}\n`);
+        return NO_BODY_STATUSES.has(code) ? { status: code, body: null, bytes: 0 } : text(code, `status ${code}\n`);
       },
     }],
   ];
@@ -261,67 +292,69 @@ export function createHandler(options: HandlerOptions): Handler {
     return { route: notFound, param: "" };
   }
 
-  /** Turns the reply into the Response; records the metrics and writes the access line once it is sent. */
-  function finish(
-    request: Request,
-    info: Deno.ServeHandlerInfo | undefined,
-    path: string,
-    route: Route,
-    started: number,
-    id: string,
-    reply: Reply,
-  ): Response {
-    const headers: Record<string, string> = {
-      "x-request-id": id,
-      "x-content-type-options": "nosniff",
-      ...reply.headers,
-    };
+  /** Writes the metrics and the access line of a finished request. */
+  function complete(ex: Exchange, status: number, bytes: number): void {
+    metrics.inFlight.add(-1);
+    const seconds = (performance.now() - ex.started) / 1000;
+    metrics.record(methodLabel(ex.method), ex.route.template, status, seconds);
+    const remote = ex.info?.remoteAddr;
+    logger.access({
+      method: ex.method,
+      path: ex.path,
+      status,
+      bytes,
+      durationMs: seconds * 1000,
+      remote: remote && "hostname" in remote ? remote.hostname : "",
+      userAgent: ex.request.headers.get("user-agent") ?? "",
+      requestId: ex.id,
+    });
+  }
+
+  /** Turns the reply into the Response; the request completes now, or when a streamed body ends. */
+  function finish(ex: Exchange, reply: Reply): Response {
+    const headers: Record<string, string> = reply.headers
+      ? { "x-request-id": ex.id, "x-content-type-options": "nosniff", ...reply.headers }
+      : { "x-request-id": ex.id, "x-content-type-options": "nosniff" };
     if (reply.type) headers["content-type"] = reply.type;
-    const head = request.method === "HEAD";
-    const done = (status: number, bytes: number) => {
-      metrics.inFlight.add(-1);
-      const seconds = (performance.now() - started) / 1000;
-      metrics.record(methodLabel(request.method), route.template, status, seconds);
-      const remote = info?.remoteAddr;
-      logger.access({
-        method: request.method,
-        path,
-        status,
-        bytes,
-        durationMs: seconds * 1000,
-        remote: remote && "hostname" in remote ? remote.hostname : "",
-        userAgent: request.headers.get("user-agent") ?? "",
-        requestId: id,
-      });
-    };
-    if (reply.stream && !head) return new Response(reply.stream(done), { status: reply.status, headers });
+    const head = ex.method === "HEAD";
+    if (reply.stream && !head) {
+      const body = reply.stream((status, bytes) => complete(ex, status, bytes));
+      return new Response(body, { status: reply.status, headers });
+    }
     const response = new Response(reply.body, { status: reply.status, headers });
-    done(reply.status, head || !reply.body ? 0 : reply.body.length);
+    complete(ex, reply.status, head ? 0 : reply.bytes);
     return response;
   }
 
-  function failed(error: unknown, request: Request, path: string, id: string): Reply {
-    logger.error("handler failed", { error, request_id: id, method: request.method, path });
+  function failed(ex: Exchange, error: unknown): Reply {
+    logger.error("handler failed", { error, request_id: ex.id, method: ex.method, path: ex.path });
     return INTERNAL_ERROR;
   }
 
   // Not async: most routes answer synchronously, and a plain Response spares Deno.serve a promise per request.
   return function handle(request: Request, info?: Deno.ServeHandlerInfo): Response | Promise<Response> {
     const started = performance.now();
-    const id = requestId(request.headers.get("x-request-id"));
     const path = new URL(request.url).pathname;
     const { route, param } = match(path);
+    const ex: Exchange = {
+      request,
+      info,
+      method: request.method,
+      path,
+      route,
+      started,
+      id: requestId(request.headers.get("x-request-id")),
+    };
     metrics.inFlight.add(1);
     let reply: Reply | Promise<Reply>;
     try {
-      reply = request.method === "GET" || request.method === "HEAD" ? route.run(request, param) : METHOD_NOT_ALLOWED;
+      reply = ex.method === "GET" || ex.method === "HEAD" ? route.run(request, param) : METHOD_NOT_ALLOWED;
     } catch (error) {
-      reply = failed(error, request, path, id);
+      reply = failed(ex, error);
     }
     if (reply instanceof Promise) {
-      return reply.catch((error) => failed(error, request, path, id))
-        .then((r) => finish(request, info, path, route, started, id, r));
+      return reply.catch((error) => failed(ex, error)).then((r) => finish(ex, r));
     }
-    return finish(request, info, path, route, started, id, reply);
+    return finish(ex, reply);
   };
 }

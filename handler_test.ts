@@ -1,5 +1,13 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
-import { createHandler, methodLabel, parseDelay, parseStatus, requestId, type ServerState } from "./handler.ts";
+import {
+  createHandler,
+  methodLabel,
+  parseDelay,
+  parseStatus,
+  requestId,
+  type ServerState,
+  utf8Length,
+} from "./handler.ts";
 import { Logger, MemoryWriter } from "./logging.ts";
 import { Metrics } from "./metrics.ts";
 import fc from "fast-check";
@@ -315,4 +323,12 @@ Deno.test("property: the router answers any path and method with a 2xx-4xx and e
     }),
     { numRuns: 300 },
   );
+});
+
+Deno.test("utf8Length() counts UTF-8 bytes, ASCII or not", () => {
+  equal(utf8Length("ok\n"), 3);
+  equal(utf8Length("é"), 2);
+  equal(utf8Length("€"), 3);
+  equal(utf8Length("😀"), 4);
+  equal(utf8Length(""), 0);
 });
