@@ -171,3 +171,29 @@ Deno.test("main.ts writes text-format access lines in the Common Log Format when
   match(access ?? "", /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/status\/201" 201 11 "/);
   equal(server.lines.length, 4, server.lines.join("\n")); // listening, access, shutdown started, complete
 });
+
+Deno.test("main.ts keeps Deno's built-in OpenTelemetry working: OTEL_DENO=true exports its request spans", async () => {
+  const exports: { path: string; body: unknown }[] = [];
+  const collector = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+    exports.push({ path: new URL(req.url).pathname, body: await req.json() });
+    return Response.json({});
+  });
+  try {
+    const server = await ServerProcess.start({
+      OTEL_DENO: "true",
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.addr.port}`,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_SERVICE_NAME: "shipshape-test",
+    });
+    equal((await getFresh(server.url("/status/201"))).status, 201);
+    server.kill("SIGTERM");
+    equal(await server.exit(), 0);
+    equal(server.access("/status/201").length, 1, "the access line still goes to stdout");
+    const traces = exports.filter((e) => e.path === "/v1/traces").map((e) => JSON.stringify(e.body));
+    ok(traces.length > 0, `exports: ${exports.map((e) => e.path)}`);
+    match(traces.join(), /"stringValue":"shipshape-test"/);
+    match(traces.join(), /"key":"http\.response\.status_code","value":\{"(string|int)Value":"?201"?\}/);
+  } finally {
+    await collector.shutdown();
+  }
+});
