@@ -137,6 +137,14 @@ function jsonValue(_key: string, value: unknown): unknown {
 
 let lastMs = NaN;
 let lastIso = "";
+let lastDate = new Date(0);
+
+/** The current time, as one Date per millisecond: under load the lines of a millisecond share it. */
+function currentTime(): Date {
+  const ms = Date.now();
+  if (ms !== lastDate.getTime()) lastDate = new Date(ms);
+  return lastDate;
+}
 
 /** time.toISOString(), computed once per millisecond: under load many lines share one. */
 export function isoTime(time: Date): string {
@@ -262,7 +270,7 @@ export class Logger {
     this.#min = LEVELS.indexOf(options.level ?? "info");
     this.#format = options.format ?? "json";
     this.#out = new LineWriter(options.writer ?? Deno.stdout);
-    this.#now = options.now ?? (() => new Date());
+    this.#now = options.now ?? currentTime;
   }
 
   /** The underlying line writer (its `lost` count feeds the metrics). */
