@@ -7,7 +7,8 @@
 # 3. The Containerfile against both: target "compiled" when a denort is available (DENORT_BIN set, or
 #    dl.deno.land resolvable), else target "runtime". Prints the target, the image size and the binary size.
 #
-# Options: --target compiled|runtime forces a target; --rebuild-base rebuilds the two local base images.
+# Options: --target compiled|runtime forces a target; --rebuild-base rebuilds the two local base images (always
+# done when DENORT_BIN is set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/engine.sh
@@ -29,6 +30,12 @@ deno_version=$("$deno_bin" --version | awk 'NR==1{print $2}')
 app_version=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' deno.json | head -n 1)
 base_image=localhost/shipshape-base:debian12
 deno_image=localhost/deno:$deno_version
+# A given denort goes into its own tag, rebuilt every time: the plain tag never carries a stale one.
+if [ -n "${DENORT_BIN:-}" ]; then
+  [ -f "$DENORT_BIN" ] || { say "DENORT_BIN=$DENORT_BIN is not a file"; exit 2; }
+  deno_image=localhost/deno:$deno_version-denort
+  rebuild=1
+fi
 image=localhost/shipshape:latest
 
 # Prints the real file behind PATH inside the tree ROOT, following links (absolute ones relative to ROOT).
