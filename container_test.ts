@@ -8,7 +8,7 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { GenericContainer, getContainerRuntimeClient, type StartedTestContainer, Wait } from "testcontainers";
 import deno from "./deno.json" with { type: "json" };
-import { getFresh as get, type Record, RUN_ARGS, sleep } from "./testing.ts";
+import { getFresh as get, type Record, RUN_ARGS, ServerProcess, sleep } from "./testing.ts";
 
 /** The image under test. */
 const IMAGE = Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest";
@@ -284,4 +284,29 @@ Deno.test("the image runs the server as a drain-aware, read-only, shell-less, no
     }
     await running.stop();
   }
+});
+
+Deno.test("deno task compile builds ./shipshape where a denort can be had, else stops with one line saying how", async () => {
+  const root = new URL(".", import.meta.url).pathname;
+  const out = await new Deno.Command("bash", { args: ["tools/compile.sh"], cwd: root, stdin: "null" }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  if (!out.success) {
+    // This machine cannot fetch denort (no route to dl.deno.land, DENORT_BIN unset): one clear line.
+    equal(Deno.env.get("DENORT_BIN"), undefined, stderr);
+    const lines = stderr.trimEnd().split("\n");
+    equal(lines.length, 1, stderr);
+    match(lines[0], /^compile: deno compile needs denort \d+\.\d+\.\d+, .*set DENORT_BIN to a denort .* binary/);
+    return;
+  }
+  // Where it works: the executable serves, answers its own healthcheck and drains on SIGTERM.
+  const server = await ServerProcess.start({}, [`${root}shipshape`]);
+  equal((await get(server.url("/livez"))).status, 200);
+  const check = await new Deno.Command(`${root}shipshape`, {
+    args: ["healthcheck"],
+    env: { PORT: String(server.port), HOST: "127.0.0.1" },
+    clearEnv: true,
+  }).output();
+  equal(check.code, 0);
+  server.kill("SIGTERM");
+  equal(await server.exit(), 0);
 });
