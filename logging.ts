@@ -160,8 +160,10 @@ export function isoTime(time: Date): string {
 const JSON_UNSAFE = /[\u007f-\u009f\u2028\u2029]/;
 const JSON_UNSAFE_ALL = new RegExp(JSON_UNSAFE.source, "g");
 
-function escapeUnsafe(c: string): string {
-  return "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0");
+/** Escapes, as \\uXXXX, what JSON_UNSAFE matches in a JSON text (valid JSON either way). */
+function escapeJsonUnsafe(json: string): string {
+  if (!JSON_UNSAFE.test(json)) return json;
+  return json.replace(JSON_UNSAFE_ALL, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
 }
 
 /** Formats one record as a JSON line: time, level, msg, then the fields. */
@@ -169,8 +171,7 @@ export function formatJson(time: Date, level: Level, msg: string, fields: Fields
   const record: Fields = { time: isoTime(time), level, msg };
   for (const key in fields) if (!(key in record)) record[key] = fields[key]; // fields never overwrite these
   try {
-    const line = JSON.stringify(record, jsonValue);
-    return JSON_UNSAFE.test(line) ? line.replace(JSON_UNSAFE_ALL, escapeUnsafe) : line;
+    return escapeJsonUnsafe(JSON.stringify(record, jsonValue));
   } catch (error) {
     return JSON.stringify({
       time: record.time,
@@ -186,8 +187,7 @@ const JSON_PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]{0,1024}$/;
 
 function jsonString(text: string): string {
   if (JSON_PLAIN.test(text)) return '"' + text + '"';
-  const line = JSON.stringify(clip(text));
-  return JSON_UNSAFE.test(line) ? line.replace(JSON_UNSAFE_ALL, escapeUnsafe) : line;
+  return escapeJsonUnsafe(JSON.stringify(clip(text)));
 }
 
 /**
@@ -202,8 +202,8 @@ export function formatAccessJson(time: Date, r: AccessRecord): string {
 }
 
 /**
- * Escapes what could break or forge a text line: control characters (C0, DEL, C1), line and paragraph separators, quotes and
- * backslashes become visible escapes.
+ * Escapes what could break or forge a text line: control characters (C0, DEL, C1), line and paragraph
+ * separators, quotes and backslashes become visible escapes.
  */
 export function escapeText(text: string): string {
   // deno-lint-ignore no-control-regex -- matching control characters is the point
@@ -273,7 +273,7 @@ export class Logger {
     this.#now = options.now ?? currentTime;
   }
 
-  /** The underlying line writer (its `lost` count feeds the metrics). */
+  /** The underlying line writer (its `lost` and `waits` counts feed the metrics). */
   get writer(): LineWriter {
     return this.#out;
   }
