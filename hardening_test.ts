@@ -4,31 +4,27 @@
  */
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
-import { getFresh, RUN_ARGS, ServerProcess, sleep } from "./testing.ts";
+import { getFresh, rssBytes, RUN_ARGS, ServerProcess, sleep } from "./testing.ts";
 
 const DENO_RUN_MAIN = [Deno.execPath(), ...RUN_ARGS];
+
+/** The status line of the first answer on `conn` within `waitMs`, or "closed"; closes the connection. */
+async function statusLine(conn: Deno.Conn, waitMs: number): Promise<string> {
+  const buffer = new Uint8Array(4096);
+  const timer = setTimeout(() => conn.close(), waitMs);
+  const n = await conn.read(buffer).catch(() => null);
+  clearTimeout(timer);
+  try {
+    conn.close();
+  } catch { /* closed by the timer */ }
+  return n ? new TextDecoder().decode(buffer.subarray(0, n)).split("\r\n")[0] : "closed";
+}
 
 /** Sends raw bytes on a new connection; the status line of the answer, or "closed" if it closed without one. */
 async function raw(port: number, bytes: Uint8Array, waitMs = 2000): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await conn.write(bytes).catch(() => {});
-    const buffer = new Uint8Array(4096);
-    const timer = setTimeout(() => conn.close(), waitMs);
-    const n = await conn.read(buffer).catch(() => null);
-    clearTimeout(timer);
-    if (!n) return "closed";
-    return new TextDecoder().decode(buffer.subarray(0, n)).split("\r\n")[0];
-  } finally {
-    try {
-      conn.close();
-    } catch { /* closed by the timer */ }
-  }
-}
-
-function rssBytes(pid: number): number {
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-  return Number(kb![1]) * 1024;
+  await conn.write(bytes).catch(() => {});
+  return await statusLine(conn, waitMs);
 }
 
 const encoder = new TextEncoder();
@@ -221,16 +217,7 @@ Deno.test("running out of file descriptors degrades and recovers, with one line 
     await conn.write(request("GET /delay/1 HTTP/1.1\nHost: x\n\n")).catch(() => {});
     conns.push(conn);
   }
-  const answers = await Promise.all(conns.map(async (conn) => {
-    const buffer = new Uint8Array(256);
-    const timer = setTimeout(() => conn.close(), 4000);
-    const n = await conn.read(buffer).catch(() => null);
-    clearTimeout(timer);
-    try {
-      conn.close();
-    } catch { /* closed by the timer */ }
-    return n ? new TextDecoder().decode(buffer.subarray(0, n)).split("\r\n")[0] : "none";
-  }));
+  const answers = await Promise.all(conns.map((conn) => statusLine(conn, 4000)));
   const answered = answers.filter((a) => a.startsWith("HTTP/1.1 200")).length;
   ok(answered > 0 && answered < 80, `${answered} of 80 answered: the accepted ones, not all`);
   let status = 0;

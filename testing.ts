@@ -162,3 +162,10 @@ export function freePort(): number {
   listener.close();
   return port;
 }
+
+/** RSS of a process in bytes, from /proc. */
+export function rssBytes(pid: number): number {
+  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  if (!kb) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(kb[1]) * 1024;
+}

@@ -11,8 +11,8 @@
 import { haveWrk, runLoad } from "./load.ts";
 import { FIGURES, markdown, type Row, svg } from "./report.ts";
 import { summarize } from "./stats.ts";
-import { freePort, sleep } from "../testing.ts";
-import { imageSizes, rssBytes, type Running, type Subject, subjects } from "./subjects.ts";
+import { freePort, getFresh, rssBytes, sleep } from "../testing.ts";
+import { imageSizes, type Running, type Subject, subjects } from "./subjects.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -57,15 +57,8 @@ function progress(message: string): void {
 }
 
 /** GET on its own connection; the status and whether the whole body arrived, or 0 on a failed request. */
-async function get(url: string): Promise<number> {
-  using client = Deno.createHttpClient({});
-  try {
-    const res = await fetch(url, { client });
-    await res.arrayBuffer();
-    return res.status;
-  } catch {
-    return 0;
-  }
+function get(url: string): Promise<number> {
+  return getFresh(url).then((r) => r.status, () => 0);
 }
 
 /** Starts the subject and polls /readyz until 200; the time from spawn to the first 200, in ms. */

@@ -12,7 +12,7 @@
  * Options: --cycles N (default 20), --workers N (16), --container, --rss SECONDS (0: skip), --quiet.
  */
 
-import { freePort, ServerProcess, sleep } from "../testing.ts";
+import { freePort, rssBytes, ServerProcess, sleep } from "../testing.ts";
 
 interface Options {
   cycles: number;
@@ -158,7 +158,7 @@ export async function soak(options: Options): Promise<SoakResult> {
 /** RSS after `seconds / 10` of load (warm) and after `seconds` (long), in bytes. */
 async function rssDrift(seconds: number): Promise<{ warmBytes: number; longBytes: number }> {
   const server = await ServerProcess.start();
-  const rss = () => Number(/^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${server.pid}/status`))![1]) * 1024;
+  const rss = () => rssBytes(server.pid);
   const url = `http://127.0.0.1:${server.port}/`;
   const started = Date.now();
   let warmBytes = 0;

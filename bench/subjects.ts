@@ -211,14 +211,6 @@ export function subjects(options: { image: string; compiled: string }): Subject[
   ];
 }
 
-/** RSS of a process in bytes, from /proc. */
-export function rssBytes(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-  if (!kb) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(kb[1]) * 1024;
-}
-
 /** Uncompressed and gzip-compressed size of an image, in bytes. */
 export async function imageSizes(image: string): Promise<{ bytes: number; gzipBytes: number }> {
   const bytes = Number(await podman("image", "inspect", "--format", "{{.Size}}", image));
