@@ -163,6 +163,20 @@ export function freePort(): number {
   return port;
 }
 
+/** Linux's USER_HZ, the unit of the CPU times in /proc/<pid>/stat (fixed at 100 by the x86-64 and arm64 ABIs). */
+const USER_HZ = 100;
+
+/** The CPU time (user + system, all threads) a process has used so far, in seconds, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name, which is in parentheses and may itself contain spaces: state is the first,
+  // utime the 12th and stime the 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  if (!Number.isFinite(ticks)) throw new Error(`no CPU times in /proc/${pid}/stat`);
+  return ticks / USER_HZ;
+}
+
 /** RSS of a process in bytes, from /proc. */
 export function rssBytes(pid: number): number {
   const kb = /^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));

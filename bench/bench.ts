@@ -11,7 +11,7 @@
 import { haveWrk, runLoad } from "./load.ts";
 import { FIGURES, markdown, type Row, svg } from "./report.ts";
 import { summarize } from "./stats.ts";
-import { freePort, getFresh, rssBytes, sleep } from "../testing.ts";
+import { cpuSeconds, freePort, getFresh, rssBytes, sleep } from "../testing.ts";
 import { imageSizes, type Running, type Subject, subjects } from "./subjects.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -47,7 +47,7 @@ function parseOptions(args: string[]): Options {
     out: value("--out") ?? `${ROOT}bench/results`,
     starts: runs ?? (quick ? 3 : 7),
     drains: runs ?? (quick ? 1 : 3),
-    loadRounds: runs ?? (quick ? 1 : 3),
+    loadRounds: runs ?? (quick ? 1 : 5),
     loadSeconds: seconds ?? (quick ? 3 : 10),
   };
 }
@@ -195,7 +195,11 @@ export async function bench(options: Options): Promise<Row[]> {
         try {
           const url = `http://127.0.0.1:${running.port}/readyz`;
           await runLoad(url, 1); // warm-up: JIT, connection setup
+          const pid = await running.pid();
+          const cpuBefore = cpuSeconds(pid);
           const result = await runLoad(url, options.loadSeconds);
+          // The server's own CPU time per answered request: unlike req/s, not shared with the load generator.
+          push(s, "cpu_request", ((cpuSeconds(pid) - cpuBefore) * 1e6) / result.requests);
           push(s, "rps", result.requestsPerSecond);
           push(s, "p99", result.p99Ms);
           push(s, "rss_load", rssBytes(await running.pid()));

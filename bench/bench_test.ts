@@ -24,21 +24,29 @@ Deno.test("ratio() divides, and is undefined without both values or for a zero r
 
 Deno.test("parseWrk() reads requests/s, the p99 latency in ms and the errors from recorded output", () => {
   const result = parseWrk(Deno.readTextFileSync(new URL("wrk.txt", DATA)));
-  deepStrictEqual(result, { requestsPerSecond: 82893.65, p99Ms: 2.4, errors: 0, tool: "wrk" });
+  deepStrictEqual(result, { requestsPerSecond: 82893.65, requests: 83031, p99Ms: 2.4, errors: 0, tool: "wrk" });
   const withErrors = Deno.readTextFileSync(new URL("wrk.txt", DATA))
     .replace(
       "Requests/sec",
       "  Socket errors: connect 0, read 3, write 1, timeout 2\n  Non-2xx or 3xx responses: 5\nRequests/sec",
     )
     .replace("99%    2.40ms", "99%  812.00us");
-  deepStrictEqual(parseWrk(withErrors), { requestsPerSecond: 82893.65, p99Ms: 0.812, errors: 11, tool: "wrk" });
+  deepStrictEqual(parseWrk(withErrors), {
+    requestsPerSecond: 82893.65,
+    requests: 83031,
+    p99Ms: 0.812,
+    errors: 11,
+    tool: "wrk",
+  });
   throws(() => parseWrk("Running 1s test"), /without Requests\/sec/);
+  throws(() => parseWrk(withErrors.replace(/^.*requests in.*$/m, "")), /request count/);
 });
 
 Deno.test("parseAutocannon() reads the JSON report from recorded output", () => {
   const result = parseAutocannon(Deno.readTextFileSync(new URL("autocannon.json", DATA)));
   equal(result.tool, "autocannon");
   equal(result.requestsPerSecond, 57776);
+  equal(result.requests, 57779);
   equal(result.p99Ms, 0);
   equal(result.errors, 0);
   throws(() => parseAutocannon("no json here"), /without JSON/);
@@ -76,7 +84,7 @@ Deno.test("markdown() writes a column per figure, a row per subject, ratios to s
   match(text, /^\| shipshape \| - \| - \| - \| 25\.0 \(20\.0-30\.0\) \|/m);
   match(text, /^\| python <http\.server> \| .*\| 100 \|/m);
   match(text, /^Ratios to shipshape/m);
-  match(text, /^\| python <http\.server> \| 4\.00 \| - \| - \| 0\.50 \| 0\.01 \| - \|$/m);
+  match(text, /^\| python <http\.server> \| 4\.00 \| - \| - \| 0\.50 \| 0\.01 \| - \| - \|$/m);
   match(text, /^Skipped: shipshape compiled: no denort here$/m);
   ok(!/^\| shipshape compiled \|/m.test(text));
 });
@@ -120,11 +128,12 @@ Deno.test("bench.ts runs end to end on the shipshape process and writes its resu
     const result = JSON.parse(Deno.readTextFileSync(`${out}/latest.json`));
     equal(result.subjects.length, 1);
     const samples = result.subjects[0].samples;
-    for (const key of ["ready", "stop", "rss_idle", "drain_stop", "drain_ok", "rps", "p99", "rss_load", "log_lines"]) {
-      equal(samples[key]?.length, 1, key);
-    }
+    const keys = ["ready", "stop", "rss_idle", "drain_stop", "drain_ok", "rps", "p99", "rss_load", "log_lines"];
+    for (const key of [...keys, "cpu_request"]) equal(samples[key]?.length, 1, key);
     equal(samples.drain_ok[0], 10);
     ok(samples.rps[0] > 0);
+    // A second of load at thousands of requests/s uses tens of CPU ticks at least: 0 would mean a broken reading.
+    ok(samples.cpu_request[0] > 0.5 && samples.cpu_request[0] < 10_000, `CPU per request ${samples.cpu_request[0]} us`);
     ok(samples.log_lines[0] >= samples.rps[0] * 0.5, "the access lines reached the pipe");
     deepStrictEqual(result.errors, []);
     equal(result.machine.cores, navigator.hardwareConcurrency);

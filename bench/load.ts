@@ -3,6 +3,8 @@
 /** What one load run measured. */
 export interface LoadResult {
   requestsPerSecond: number;
+  /** Requests answered over the whole run (the denominator of the server's CPU time per request). */
+  requests: number;
   p99Ms: number;
   /** Non-2xx answers and socket errors: a load run with errors is reported, not hidden. */
   errors: number;
@@ -15,13 +17,22 @@ const UNITS_MS: { [unit: string]: number } = { us: 0.001, ms: 1, s: 1000, m: 60_
 export function parseWrk(output: string): LoadResult {
   const rps = /^Requests\/sec:\s+([\d.]+)/m.exec(output);
   const p99 = /^\s+99%\s+([\d.]+)(us|ms|s|m)\b/m.exec(output);
-  if (!rps || !p99) throw new Error(`wrk output without Requests/sec or a 99% line:\n${output}`);
+  const requests = /^\s+(\d+) requests in /m.exec(output);
+  if (!rps || !p99 || !requests) {
+    throw new Error(`wrk output without Requests/sec, a 99% line or a request count:\n${output}`);
+  }
   let errors = 0;
   const non2xx = /^\s+Non-2xx or 3xx responses:\s+(\d+)/m.exec(output);
   if (non2xx) errors += Number(non2xx[1]);
   const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
   if (socket) errors += socket.slice(1).reduce((sum, n) => sum + Number(n), 0);
-  return { requestsPerSecond: Number(rps[1]), p99Ms: Number(p99[1]) * UNITS_MS[p99[2]], errors, tool: "wrk" };
+  return {
+    requestsPerSecond: Number(rps[1]),
+    requests: Number(requests[1]),
+    p99Ms: Number(p99[1]) * UNITS_MS[p99[2]],
+    errors,
+    tool: "wrk",
+  };
 }
 
 /** Parses the JSON output of `autocannon --json`. */
@@ -29,11 +40,15 @@ export function parseAutocannon(output: string): LoadResult {
   const start = output.indexOf("{");
   if (start < 0) throw new Error(`autocannon output without JSON:\n${output}`);
   const r = JSON.parse(output.slice(start));
-  if (typeof r.requests?.average !== "number" || typeof r.latency?.p99 !== "number") {
-    throw new Error(`autocannon JSON without requests.average or latency.p99`);
+  if (
+    typeof r.requests?.average !== "number" || typeof r.requests?.total !== "number" ||
+    typeof r.latency?.p99 !== "number"
+  ) {
+    throw new Error(`autocannon JSON without requests.average, requests.total or latency.p99`);
   }
   return {
     requestsPerSecond: r.requests.average,
+    requests: r.requests.total,
     p99Ms: r.latency.p99,
     errors: (r.errors ?? 0) + (r.non2xx ?? 0) + (r.timeouts ?? 0),
     tool: "autocannon",

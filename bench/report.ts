@@ -25,10 +25,11 @@ export const FIGURES: Figure[] = [
   { key: "rss_load", label: "RSS load", unit: "MiB", scale: 1048576, better: "lower" },
   { key: "rps", label: "req/s", unit: "req/s", scale: 1, better: "higher" },
   { key: "p99", label: "p99", unit: "ms", scale: 1, better: "lower" },
+  { key: "cpu_request", label: "CPU per request", unit: "µs", scale: 1, better: "lower" },
 ];
 
 /** The figures whose ratio to shipshape is reported. */
-export const HEADLINE = ["ready", "stop", "drain_ok", "rss_idle", "rps", "p99"];
+export const HEADLINE = ["ready", "stop", "drain_ok", "rss_idle", "rps", "p99", "cpu_request"];
 
 /** One row of results: a subject's summaries by figure key, or the reason it was skipped. */
 export interface Row {
@@ -103,7 +104,7 @@ export function svg(rows: Row[], title: string): string {
   const panelHeight = 34 + measured.length * (barHeight + 6);
   const width = columns * panelWidth + 20;
   const height = 50 + Math.ceil(panels.length / columns) * (panelHeight + 16);
-  const colors = ["#2f6fb0", "#7aa6d6", "#4c9a6a", "#c08a2d", "#a04b6e", "#777777"];
+  const colors = ["#2f6fb0", "#7aa6d6", "#4c9a6a", "#c08a2d", "#a04b6e", "#777777", "#6b4fa8", "#3d8c8c"];
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,

@@ -205,6 +205,12 @@ export function subjects(options: { image: string; compiled: string }): Subject[
       ["run", "--allow-net", "--allow-env=PORT", "bench/baselines/deno_bare.ts", "request-id"],
       fileSize(denoBin),
     ),
+    processSubject(
+      "deno bare + contract",
+      denoBin,
+      ["run", "--allow-net", "--allow-env=PORT", "bench/baselines/deno_bare.ts", "contract"],
+      fileSize(denoBin),
+    ),
     // No binary size for Python: its interpreter is a small executable plus a standard library of many files.
     processSubject("python http.server", python, ["-u", "bench/baselines/python_server.py"]),
     processSubject("node http", node, ["bench/baselines/node_server.mjs"], node ? fileSize(node) : undefined),
