@@ -202,7 +202,7 @@ export async function bench(options: Options): Promise<Row[]> {
           push(s, "cpu_request", ((cpuSeconds(pid) - cpuBefore) * 1e6) / result.requests);
           push(s, "rps", result.requestsPerSecond);
           push(s, "p99", result.p99Ms);
-          push(s, "rss_load", rssBytes(await running.pid()));
+          push(s, "rss_load", rssBytes(pid));
           if (result.errors) progress(`${subject.name}: ${result.errors} errors under load`);
           push(s, "load_errors", result.errors);
         } finally {
