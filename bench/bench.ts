@@ -120,7 +120,10 @@ async function machine() {
 
 /** Runs the benchmark; returns the rows it reported. */
 export async function bench(options: Options): Promise<Row[]> {
-  const all = subjects({ image: "localhost/shipshape:latest", compiled: `${ROOT}shipshape` });
+  const all = subjects({
+    image: Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest",
+    compiled: `${ROOT}shipshape`,
+  });
   const chosen = options.only ? all.filter((s) => options.only!.includes(s.name)) : all;
   if (options.only && chosen.length !== options.only.length) {
     throw new Error(`--only: known subjects are ${all.map((s) => s.name).join(", ")}`);

@@ -70,7 +70,7 @@ async function start(container: boolean): Promise<{ server: ServerProcess; base:
     "--no-healthcheck",
     "-p",
     `127.0.0.1:${port}:8080`,
-    "localhost/shipshape:latest",
+    Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest",
   ]);
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) { // the port mapping can lag the "listening" line a little

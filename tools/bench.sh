@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v podman >/dev/null 2>&1; then
   . tools/engine.sh
-  podman image exists localhost/shipshape:latest || bash tools/image.sh
+  podman image exists "${SHIPSHAPE_IMAGE:-localhost/shipshape:latest}" || bash tools/image.sh
 fi
 script=bench/bench.ts
 if [ "${1:-}" = soak ]; then

@@ -36,7 +36,8 @@ if [ -n "${DENORT_BIN:-}" ]; then
   deno_image=localhost/deno:$deno_version-denort
   rebuild=1
 fi
-image=localhost/shipshape:latest
+# SHIPSHAPE_IMAGE names the tag (the container tests read the same variable).
+image=${SHIPSHAPE_IMAGE:-localhost/shipshape:latest}
 
 # Prints the real file behind PATH inside the tree ROOT, following links (absolute ones relative to ROOT).
 resolve_in() {
