@@ -22,6 +22,8 @@ import { freePort } from "./testing.ts";
 type Obj = any;
 
 const DIR = new URL("./manifests/", import.meta.url);
+/** The image `podman kube play` runs in place of the manifest's (SHIPSHAPE_IMAGE, as the container tests read it). */
+const IMAGE = Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest";
 
 /** The schema (kubernetes-models, generated from the OpenAPI spec) of each kind, by apiVersion and kind. */
 const SCHEMAS: { [key: string]: { new (data: Obj): { validate(): void } } } = {
@@ -307,6 +309,24 @@ Deno.test("selectors match the pod template's labels; the Service targets a name
   }
 });
 
+Deno.test("the HPA alone sets the replica count, with at least the 2 pods the PDB's maxUnavailable 1 assumes", () => {
+  const objects = loadManifests();
+  const deployment = byKind(objects, "Deployment");
+  equal("replicas" in deployment.spec, false, "a replicas field would reset the HPA's choice on every apply");
+  const hpa = byKind(objects, "HorizontalPodAutoscaler");
+  ok(hpa.spec.minReplicas >= 2, `minReplicas ${hpa.spec.minReplicas}`);
+  equal(byKind(objects, "PodDisruptionBudget").spec.maxUnavailable, 1);
+});
+
+Deno.test("every spread constraint counts only the pods of the same rollout (matchLabelKeys pod-template-hash)", () => {
+  const constraints = byKind(loadManifests(), "Deployment").spec.template.spec.topologySpreadConstraints;
+  deepStrictEqual(constraints.map((c: Obj) => c.topologyKey).sort(), [
+    "kubernetes.io/hostname",
+    "topology.kubernetes.io/zone",
+  ]);
+  for (const constraint of constraints) deepStrictEqual(constraint.matchLabelKeys, ["pod-template-hash"]);
+});
+
 Deno.test("the image's user is the pod's runAsUser and runAsGroup", () => {
   const containerfile = Deno.readTextFileSync(new URL("./Containerfile", import.meta.url));
   const [, user, group] = /^USER (\d+):(\d+)$/m.exec(containerfile) ?? [];
@@ -328,6 +348,7 @@ Deno.test("podman kube play runs deployment.yaml: uid 65532, read-only root, rea
   deployment.spec.replicas = 1;
   const port = freePort();
   deployment.spec.template.spec.containers[0].ports[0].hostPort = port;
+  deployment.spec.template.spec.containers[0].image = IMAGE;
   const file = Deno.makeTempFileSync({ suffix: ".yaml" });
   Deno.writeTextFileSync(file, YAML.stringify(deployment));
   let pod = "";
