@@ -1,0 +1,421 @@
+/**
+ * `deno task memory`: what each kind of connection costs the server in memory, and whether it comes back.
+ *
+ * For each kind (bench/flood.ts: idle keep-alive, half-open header, in-flight /delay/10) it opens N connections,
+ * reads the memory, closes them, and reads it again once the server has let go. Two subjects: the process
+ * (RSS from /proc, split into anonymous and file-backed pages) and the image in a container at the manifest's
+ * memory limit (the cgroup's charge, what the OOM killer compares with the limit). Last, in the container,
+ * half-open header connections are added until /livez stops answering or the container dies: how many fit.
+ * Table on stdout, progress on stderr, raw figures in bench/results/memory.json and the table in memory.md.
+ *
+ * Options: --connections N (per kind, default 2000), --rounds N (default 3), --only process|container,
+ * --no-fill (skip the half-open fill), --out DIR.
+ */
+
+import YAML from "yaml";
+import { Flood, type Kind, KINDS } from "./flood.ts";
+import { summarize, type Summary } from "./stats.ts";
+import { freePort, getFresh, ServerProcess, sleep } from "../testing.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const MIB = 1024 * 1024;
+
+/** Memory of a server at one moment, in bytes. */
+export interface Memory {
+  /** Resident set of the server process (VmRSS). */
+  rss: number;
+  /** Its anonymous part (heap, stacks): what connections grow. */
+  anon: number;
+  /** Its file-backed part (the mapped deno binary and libraries). */
+  file: number;
+  /** What the container's memory cgroup is charged (memory.usage_in_bytes), for a container. */
+  cgroup?: number;
+}
+
+function statusKb(status: string, field: string): number {
+  const kb = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+  if (!kb) throw new Error(`No ${field} in /proc status`);
+  return Number(kb[1]) * 1024;
+}
+
+/** Reads a process's memory from /proc, and its container's cgroup charge when `cgroup` names the directory. */
+export function memoryOf(pid: number, cgroup?: string): Memory {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const memory: Memory = {
+    rss: statusKb(status, "VmRSS"),
+    anon: statusKb(status, "RssAnon"),
+    file: statusKb(status, "RssFile"),
+  };
+  if (cgroup) memory.cgroup = cgroupCharge(cgroup);
+  return memory;
+}
+
+/** The memory a cgroup is charged: cgroup v2 memory.current, or v1 memory.usage_in_bytes. */
+export function cgroupCharge(dir: string): number {
+  for (const file of ["memory.current", "memory.usage_in_bytes"]) {
+    try {
+      return Number(Deno.readTextFileSync(`${dir}/${file}`).trim());
+    } catch { /* the other cgroup version */ }
+  }
+  throw new Error(`No memory.current or memory.usage_in_bytes in ${dir}`);
+}
+
+/** Bytes of a Kubernetes memory quantity: 128Mi, 1Gi, 500M, 134217728. */
+export function quantityBytes(quantity: string): number {
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|k|M|G)?$/.exec(quantity.trim());
+  if (!m) throw new Error(`Not a memory quantity: ${quantity}`);
+  const scale: { [unit: string]: number } = { Ki: 1024, Mi: MIB, Gi: 1024 * MIB, k: 1e3, M: 1e6, G: 1e9 };
+  return Math.round(Number(m[1]) * (m[2] ? scale[m[2]] : 1));
+}
+
+/** The server container of manifests/deployment.yaml: its resources, probes and env, as written. */
+// deno-lint-ignore no-explicit-any
+export function manifestContainer(): any {
+  const deployment = YAML.parse(Deno.readTextFileSync(`${ROOT}manifests/deployment.yaml`));
+  return deployment.spec.template.spec.containers[0];
+}
+
+async function podman(...args: string[]): Promise<string> {
+  const out = await new Deno.Command("podman", { args, stdin: "null", stdout: "piped", stderr: "piped" }).output()
+    .catch((error) => {
+      throw new Error(`podman is needed (tools/memory.sh or deno task test set it up): ${error}`);
+    });
+  if (!out.success) throw new Error(`podman ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/** The image in a detached container with a memory limit, as a pod with `limits.memory` runs it. */
+export class LimitedContainer {
+  readonly name: string;
+  readonly port: number;
+  pid = 0;
+  cgroup = "";
+
+  private constructor(name: string, port: number) {
+    this.name = name;
+    this.port = port;
+  }
+
+  /** Starts `image` with `--memory limitBytes` and `env`, and waits for /readyz to answer 200. */
+  static async start(image: string, limitBytes: number, env: { [name: string]: string }): Promise<LimitedContainer> {
+    const container = new LimitedContainer(`shipshape-memory-${Deno.pid}-${Date.now()}`, freePort());
+    const envArgs = Object.entries(env).flatMap(([k, v]) => ["--env", `${k}=${v}`]);
+    await podman(
+      "run",
+      "--detach",
+      "--name",
+      container.name,
+      "--read-only",
+      "--no-healthcheck",
+      "--memory",
+      String(limitBytes),
+      "--memory-swap",
+      String(limitBytes),
+      "--publish",
+      `127.0.0.1:${container.port}:8080`,
+      ...envArgs,
+      image,
+    );
+    try {
+      container.pid = Number(await podman("inspect", "--format", "{{.State.Pid}}", container.name));
+      const line = Deno.readTextFileSync(`/proc/${container.pid}/cgroup`).split("\n")
+        .map((l) => l.split(":")).find(([, controllers]) => controllers === "memory" || controllers === "");
+      const v1 = `/sys/fs/cgroup/memory${line?.[2]}`;
+      container.cgroup = line?.[1] === "memory" ? v1 : `/sys/fs/cgroup${line?.[2]}`;
+      const deadline = Date.now() + 30_000;
+      while ((await getFresh(container.url("/readyz")).catch(() => ({ status: 0 }))).status !== 200) {
+        if (Date.now() > deadline) throw new Error(`${image} did not answer /readyz within 30 s`);
+        await sleep(50);
+      }
+    } catch (error) {
+      await container.remove();
+      throw error;
+    }
+    return container;
+  }
+
+  url(path: string): string {
+    return `http://127.0.0.1:${this.port}${path}`;
+  }
+
+  /** The memory of the server process and the container's cgroup charge. */
+  memory(): Memory {
+    return memoryOf(this.pid, this.cgroup);
+  }
+
+  /** The engine's view of the container: running, exit code, whether the OOM killer ended it. */
+  async state(): Promise<{ running: boolean; exitCode: number; oomKilled: boolean }> {
+    const state = JSON.parse(await podman("inspect", "--format", "{{json .State}}", this.name));
+    return { running: state.Running, exitCode: state.ExitCode, oomKilled: state.OOMKilled };
+  }
+
+  /** The container's log lines. */
+  async logs(): Promise<string[]> {
+    return (await podman("logs", this.name)).split("\n").filter((l) => l);
+  }
+
+  /** Stops it with SIGTERM (podman's 10 s before SIGKILL); its exit code. */
+  async stop(): Promise<number> {
+    await podman("stop", "--time", "10", this.name);
+    return (await this.state()).exitCode;
+  }
+
+  /** Removes it, whatever state it is in. */
+  async remove(): Promise<void> {
+    await podman("rm", "--force", "--ignore", this.name).catch(() => {});
+  }
+}
+
+/** One kind measured once: memory before, with the connections open, at its peak, and after they closed. */
+interface KindRun {
+  kind: Kind;
+  connections: number;
+  failed: number;
+  before: Memory;
+  during: Memory;
+  /** The highest reading (each field on its own) from opening to the after reading, sampled every 100 ms. */
+  peak: Memory;
+  after: Memory;
+}
+
+/** Reads memory every 100 ms until stopped; keeps each field's maximum. */
+function peakSampler(read: () => Memory): { stop(): Promise<Memory> } {
+  const peak = read();
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      await sleep(100);
+      const now = read();
+      for (const key of Object.keys(now) as (keyof Memory)[]) peak[key] = Math.max(peak[key] ?? 0, now[key] ?? 0);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await done;
+      return peak;
+    },
+  };
+}
+
+function progress(message: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(`memory: ${message}\n`));
+}
+
+/** After the clients left: long enough for /delay/10 timers to fire and the server to free what it held. */
+const SETTLE_AFTER_MS: { [kind in Kind]: number } = { idle: 3000, header: 3000, inflight: 12_000 };
+
+/** Opens `connections` of each kind in turn against one server, reading memory around each. */
+async function measureKinds(port: number, read: () => Memory, connections: number): Promise<KindRun[]> {
+  // A warm-up pass of each kind first: the first connections ever also pay one-time growth (pools, compiled code).
+  for (const kind of ["idle", "header", "inflight"] as Kind[]) {
+    const warm = await Flood.open(port, kind, Math.min(200, connections));
+    await sleep(200);
+    warm.close();
+  }
+  await sleep(SETTLE_AFTER_MS.inflight);
+  const runs: KindRun[] = [];
+  for (const kind of ["idle", "header", "inflight"] as Kind[]) {
+    const before = read();
+    const sampler = peakSampler(read);
+    const started = performance.now();
+    const flood = await Flood.open(port, kind, connections);
+    await sleep(kind === "inflight" ? 500 : 1000);
+    const during = read();
+    if (kind === "inflight" && performance.now() - started > 9000) {
+      throw new Error(`Opening ${connections} in-flight requests took over 9 s: some ended before the reading`);
+    }
+    const bad = kind === "idle" ? flood.opened.filter((h) => h.status !== 200).length : 0;
+    if (bad) throw new Error(`${bad} idle connections got no 200 on their first request`);
+    const failed = flood.failed;
+    flood.close();
+    await sleep(SETTLE_AFTER_MS[kind]);
+    const after = read();
+    const peak = await sampler.stop();
+    runs.push({ kind, connections, failed, before, during, peak, after });
+    progress(
+      `${kind}: ${connections} open (${failed} failed), rss ${(before.rss / MIB).toFixed(1)} -> ` +
+        `${(during.rss / MIB).toFixed(1)} (peak ${(peak.rss / MIB).toFixed(1)}) -> ${
+          (after.rss / MIB).toFixed(1)
+        } MiB` +
+        (during.cgroup
+          ? `, cgroup ${(before.cgroup! / MIB).toFixed(1)} -> ${(during.cgroup / MIB).toFixed(1)} -> ` +
+            `${(after.cgroup! / MIB).toFixed(1)} MiB`
+          : ""),
+    );
+  }
+  return runs;
+}
+
+/**
+ * Adds half-open header connections `step` at a time while /livez answers within `probeMs`, until `max` or the
+ * container dies. The most that were open with /livez still answering, and the memory then.
+ */
+async function fillHeaders(
+  container: LimitedContainer,
+  step: number,
+  max: number,
+  probeMs: number,
+): Promise<{ fitted: number; memory?: Memory; end: string }> {
+  const floods: Flood[] = [];
+  let fitted = 0;
+  let memory: Memory | undefined;
+  let end = `reached ${max}`;
+  try {
+    while (fitted < max) {
+      const flood = await Flood.open(container.port, "header", step);
+      floods.push(flood);
+      const open = floods.reduce((n, f) => n + f.conns.length, 0);
+      const probe = getFresh(container.url("/livez")).then((r) => r.status, () => 0);
+      const status = await Promise.race([probe, sleep(probeMs).then(() => -1)]);
+      const state = await container.state();
+      if (!state.running) {
+        end = `container ended at ${open} (exit ${state.exitCode}, OOM-killed: ${state.oomKilled})`;
+        break;
+      }
+      if (status !== 200) {
+        end = `/livez ${status === -1 ? `unanswered within ${probeMs} ms` : `answered ${status}`} at ${open}`;
+        break;
+      }
+      fitted = open;
+      memory = container.memory();
+      progress(`fill: ${open} half-open header connections, cgroup ${(memory.cgroup! / MIB).toFixed(1)} MiB`);
+    }
+  } finally {
+    for (const flood of floods) flood.close();
+  }
+  return { fitted, memory, end };
+}
+
+/** Per-connection cost in bytes of one run: the growth (while open, or to the peak), divided by the connections. */
+function perConnection(run: KindRun, field: keyof Memory, at: "during" | "peak"): number {
+  return ((run[at][field] ?? 0) - (run.before[field] ?? 0)) / run.connections;
+}
+
+interface Options {
+  connections: number;
+  rounds: number;
+  only?: string;
+  fill: boolean;
+  out: string;
+}
+
+function parseOptions(args: string[]): Options {
+  const options: Options = { connections: 2000, rounds: 3, fill: true, out: `${ROOT}bench/results` };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--connections") options.connections = Number(args[++i]);
+    else if (arg === "--rounds") options.rounds = Number(args[++i]);
+    else if (arg === "--only") options.only = args[++i];
+    else if (arg === "--no-fill") options.fill = false;
+    else if (arg === "--out") options.out = args[++i];
+    else throw new Error(`Unknown option ${arg} (expected --connections N, --rounds N, --only S, --no-fill, --out D)`);
+  }
+  if (!(options.connections >= 1) || !(options.rounds >= 1)) throw new Error("--connections and --rounds take N >= 1");
+  if (options.only && !["process", "container"].includes(options.only)) {
+    throw new Error(`--only takes process or container, not ${options.only}`);
+  }
+  return options;
+}
+
+function kib(bytes: number | undefined): string {
+  return bytes === undefined ? "-" : (bytes / 1024).toFixed(1);
+}
+
+function mib(summary: Summary | undefined): string {
+  return summary === undefined ? "-" : `${(summary.median / MIB).toFixed(1)}`;
+}
+
+/** The table: per subject and kind, the per-connection cost and the memory before, during and after. */
+function table(results: { subject: string; field: keyof Memory; runs: KindRun[][] }[]): string {
+  const lines = [
+    "| subject | connection kind | N | KiB per connection open (median, min-max) | KiB per connection to peak | " +
+    "MiB before | MiB open | MiB peak | MiB after close |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const { subject, field, runs } of results) {
+    for (const kind of ["idle", "header", "inflight"] as Kind[]) {
+      const of = runs.map((round) => round.find((r) => r.kind === kind)!);
+      const cost = summarize(of.map((r) => perConnection(r, field, "during")))!;
+      const toPeak = summarize(of.map((r) => perConnection(r, field, "peak")))!;
+      const at = (when: "before" | "during" | "peak" | "after") => summarize(of.map((r) => r[when][field] ?? 0));
+      lines.push(
+        `| ${subject} (${field}) | ${kind} | ${of[0].connections} | ${kib(cost.median)} (${kib(cost.min)}-${
+          kib(cost.max)
+        }) | ${kib(toPeak.median)} | ${mib(at("before"))} | ${mib(at("during"))} | ${mib(at("peak"))} | ${
+          mib(at("after"))
+        } |`,
+      );
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+async function main(args: string[]): Promise<void> {
+  const options = parseOptions(args);
+  const image = Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest";
+  const container = manifestContainer();
+  const limit = quantityBytes(container.resources.limits.memory);
+  // Never the server's own limit in the way: every kind is measured unbounded.
+  const env = { MAX_IN_FLIGHT: String(options.connections * 10), SHUTDOWN_DELAY: "0", LOG_LEVEL: "info" };
+  const results: { subject: string; field: keyof Memory; runs: KindRun[][] }[] = [];
+  const raw: { [key: string]: unknown } = { connections: options.connections, limit_bytes: limit, image };
+
+  if (options.only !== "container") {
+    const runs: KindRun[][] = [];
+    const idle: Memory[] = [];
+    for (let round = 1; round <= options.rounds; round++) {
+      progress(`process, round ${round}/${options.rounds}`);
+      const server = await ServerProcess.start(env);
+      try {
+        await getFresh(server.url("/livez"));
+        await sleep(500);
+        idle.push(memoryOf(server.pid));
+        runs.push(await measureKinds(server.port, () => memoryOf(server.pid), options.connections));
+      } finally {
+        server.kill("SIGTERM");
+        await server.exit();
+      }
+    }
+    results.push({ subject: "process", field: "rss", runs }, { subject: "process", field: "anon", runs });
+    raw.process = { idle, runs };
+  }
+
+  if (options.only !== "process") {
+    const runs: KindRun[][] = [];
+    const idle: Memory[] = [];
+    for (let round = 1; round <= options.rounds; round++) {
+      progress(`container at --memory ${limit / MIB} MiB, round ${round}/${options.rounds}`);
+      const c = await LimitedContainer.start(image, limit, env);
+      try {
+        await sleep(500);
+        idle.push(c.memory());
+        runs.push(await measureKinds(c.port, () => c.memory(), options.connections));
+      } finally {
+        await c.remove();
+      }
+    }
+    results.push({ subject: "container", field: "cgroup", runs }, { subject: "container", field: "rss", runs });
+    raw.container = { idle, runs };
+    if (options.fill) {
+      progress(`container at --memory ${limit / MIB} MiB: half-open header connections until /livez fails`);
+      const c = await LimitedContainer.start(image, limit, env);
+      try {
+        const probeMs = container.livenessProbe.timeoutSeconds * 1000;
+        raw.fill = { ...await fillHeaders(c, 500, 18_000, probeMs), probe_ms: probeMs, final: await c.state() };
+      } finally {
+        await c.remove();
+      }
+    }
+  }
+
+  const text = table(results);
+  console.log(text);
+  if (raw.fill) console.log("half-open header fill:", JSON.stringify(raw.fill));
+  Deno.mkdirSync(options.out, { recursive: true });
+  Deno.writeTextFileSync(`${options.out}/memory.json`, JSON.stringify(raw, null, 2) + "\n");
+  const kinds = (Object.keys(KINDS) as Kind[]).map((k) => `- ${k}: ${KINDS[k].description}`).join("\n");
+  Deno.writeTextFileSync(`${options.out}/memory.md`, `${text}\n${kinds}\n`);
+}
+
+if (import.meta.main) await main(Deno.args);
