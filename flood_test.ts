@@ -119,8 +119,9 @@ Deno.test("a flood of slow requests at twice MAX_IN_FLIGHT, at the manifest's me
 
     // After the flood: the server lets go, and memory (the cgroup's charge and the process's RSS, the binary's
     // pages included) comes back under the request, the budget line the manifest states.
+    // V8 gives memory back some seconds after a flood (15-20 s in bench/results/memory.md's runs): wait up to 40 s.
     let after = container.memory();
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + 40_000;
     while ((after.cgroup! >= line || after.rss >= line) && Date.now() < deadline) {
       await sleep(500);
       after = container.memory();

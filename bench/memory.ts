@@ -166,9 +166,8 @@ export class LimitedContainer {
   }
 }
 
-/** One kind measured once: memory before, with the connections open, at its peak, and after they closed. */
-interface KindRun {
-  kind: Kind;
+/** One flood of one kind: memory before, with the connections open, at its peak, and after they closed. */
+interface FloodRun {
   connections: number;
   failed: number;
   before: Memory;
@@ -178,6 +177,20 @@ interface KindRun {
   after: Memory;
 }
 
+/** One kind on a fresh server: its idle memory, a first flood, then the same flood again. */
+interface KindRun {
+  kind: Kind;
+  idle: Memory;
+  first: FloodRun;
+  /** The repeat: memory that did not come back after the first is reused when this peak is no higher. */
+  second: FloodRun;
+  /** LATE_MS after the repeat's after reading: what the server gives back once its garbage collector ran. */
+  late: Memory;
+}
+
+/** How long after the last flood the late reading waits (V8 gave memory back 15-20 s after a flood here). */
+const LATE_MS = 30_000;
+
 /** Reads memory every 100 ms until stopped; keeps each field's maximum. */
 function peakSampler(read: () => Memory): { stop(): Promise<Memory> } {
   const peak = read();
@@ -185,7 +198,12 @@ function peakSampler(read: () => Memory): { stop(): Promise<Memory> } {
   const done = (async () => {
     while (running) {
       await sleep(100);
-      const now = read();
+      let now: Memory;
+      try {
+        now = read();
+      } catch {
+        return; // the server is gone: the flood's own reading fails and says so
+      }
       for (const key of Object.keys(now) as (keyof Memory)[]) peak[key] = Math.max(peak[key] ?? 0, now[key] ?? 0);
     }
   })();
@@ -205,46 +223,80 @@ function progress(message: string): void {
 /** After the clients left: long enough for /delay/10 timers to fire and the server to free what it held. */
 const SETTLE_AFTER_MS: { [kind in Kind]: number } = { idle: 3000, header: 3000, inflight: 12_000 };
 
-/** Opens `connections` of each kind in turn against one server, reading memory around each. */
-async function measureKinds(port: number, read: () => Memory, connections: number): Promise<KindRun[]> {
-  // A warm-up pass of each kind first: the first connections ever also pay one-time growth (pools, compiled code).
-  for (const kind of ["idle", "header", "inflight"] as Kind[]) {
-    const warm = await Flood.open(port, kind, Math.min(200, connections));
-    await sleep(200);
-    warm.close();
+function mb(bytes: number | undefined): string {
+  return bytes === undefined ? "-" : (bytes / MIB).toFixed(1);
+}
+
+/** Opens `connections` of `kind`, reads memory while they are open, closes them, reads it once the server let go. */
+async function floodOnce(port: number, read: () => Memory, kind: Kind, connections: number): Promise<FloodRun> {
+  const before = read();
+  const sampler = peakSampler(read);
+  try {
+    return await floodWhileSampled(port, read, kind, connections, before, sampler);
+  } finally {
+    await sampler.stop();
   }
-  await sleep(SETTLE_AFTER_MS.inflight);
-  const runs: KindRun[] = [];
-  for (const kind of ["idle", "header", "inflight"] as Kind[]) {
-    const before = read();
-    const sampler = peakSampler(read);
-    const started = performance.now();
-    const flood = await Flood.open(port, kind, connections);
-    await sleep(kind === "inflight" ? 500 : 1000);
-    const during = read();
-    if (kind === "inflight" && performance.now() - started > 9000) {
-      throw new Error(`Opening ${connections} in-flight requests took over 9 s: some ended before the reading`);
-    }
-    const bad = kind === "idle" ? flood.opened.filter((h) => h.status !== 200).length : 0;
-    if (bad) throw new Error(`${bad} idle connections got no 200 on their first request`);
-    const failed = flood.failed;
-    flood.close();
-    await sleep(SETTLE_AFTER_MS[kind]);
-    const after = read();
-    const peak = await sampler.stop();
-    runs.push({ kind, connections, failed, before, during, peak, after });
+}
+
+async function floodWhileSampled(
+  port: number,
+  read: () => Memory,
+  kind: Kind,
+  connections: number,
+  before: Memory,
+  sampler: { stop(): Promise<Memory> },
+): Promise<FloodRun> {
+  const started = performance.now();
+  const flood = await Flood.open(port, kind, connections);
+  await sleep(kind === "inflight" ? 500 : 1000);
+  const during = read();
+  if (kind === "inflight" && performance.now() - started > 9000) {
+    throw new Error(`Opening ${connections} in-flight requests took over 9 s: some ended before the reading`);
+  }
+  const bad = kind === "idle" ? flood.opened.filter((h) => h.status !== 200).length : 0;
+  if (bad) throw new Error(`${bad} idle connections got no 200 on their first request`);
+  const failed = flood.failed;
+  flood.close();
+  await sleep(SETTLE_AFTER_MS[kind]);
+  const after = read();
+  const peak = await sampler.stop();
+  const fields = (["rss", "cgroup"] as (keyof Memory)[]).filter((f) => before[f] !== undefined);
+  progress(
+    `${kind}: ${connections} open (${failed} failed): ` +
+      fields.map((f) => `${f} ${mb(before[f])} -> ${mb(during[f])} (peak ${mb(peak[f])}) -> ${mb(after[f])}`)
+        .join(", ") +
+      " MiB",
+  );
+  return { connections, failed, before, during, peak, after };
+}
+
+/** A server started for one kind: its port, how to read its memory, how to stop it. */
+interface Started {
+  port: number;
+  read: () => Memory;
+  stop(): Promise<void>;
+}
+
+/** Measures one kind on a server just started: its idle memory, a flood, and the same flood again. */
+async function measureKind(kind: Kind, connections: number, start: () => Promise<Started>): Promise<KindRun> {
+  const server = await start();
+  try {
+    await getFresh(`http://127.0.0.1:${server.port}/livez`);
+    await sleep(500);
+    const idle = server.read();
+    const first = await floodOnce(server.port, server.read, kind, connections);
+    const second = await floodOnce(server.port, server.read, kind, connections);
+    await sleep(LATE_MS);
+    const late = server.read();
     progress(
-      `${kind}: ${connections} open (${failed} failed), rss ${(before.rss / MIB).toFixed(1)} -> ` +
-        `${(during.rss / MIB).toFixed(1)} (peak ${(peak.rss / MIB).toFixed(1)}) -> ${
-          (after.rss / MIB).toFixed(1)
-        } MiB` +
-        (during.cgroup
-          ? `, cgroup ${(before.cgroup! / MIB).toFixed(1)} -> ${(during.cgroup / MIB).toFixed(1)} -> ` +
-            `${(after.cgroup! / MIB).toFixed(1)} MiB`
-          : ""),
+      `${kind}: ${LATE_MS / 1000} s later: ${
+        ["rss", "cgroup"].map((f) => `${f} ${mb(late[f as keyof Memory])}`).join(", ")
+      } MiB`,
     );
+    return { kind, idle, first, second, late };
+  } finally {
+    await server.stop();
   }
-  return runs;
 }
 
 /**
@@ -287,11 +339,6 @@ async function fillHeaders(
   return { fitted, memory, end };
 }
 
-/** Per-connection cost in bytes of one run: the growth (while open, or to the peak), divided by the connections. */
-function perConnection(run: KindRun, field: keyof Memory, at: "during" | "peak"): number {
-  return ((run[at][field] ?? 0) - (run.before[field] ?? 0)) / run.connections;
-}
-
 interface Options {
   connections: number;
   rounds: number;
@@ -326,26 +373,40 @@ function mib(summary: Summary | undefined): string {
   return summary === undefined ? "-" : `${(summary.median / MIB).toFixed(1)}`;
 }
 
-/** The table: per subject and kind, the per-connection cost and the memory before, during and after. */
-function table(results: { subject: string; field: keyof Memory; runs: KindRun[][] }[]): string {
+/** Per-connection cost in bytes of a flood: the growth (while open, or to the peak), divided by the connections. */
+function perConnection(run: FloodRun, field: keyof Memory, at: "during" | "peak"): number {
+  return ((run[at][field] ?? 0) - (run.before[field] ?? 0)) / run.connections;
+}
+
+/** The table: per subject, figure and kind, the cost per connection and the memory through two floods (medians). */
+function table(results: { subject: string; field: keyof Memory; runs: KindRun[] }[]): string {
   const lines = [
-    "| subject | connection kind | N | KiB per connection open (median, min-max) | KiB per connection to peak | " +
-    "MiB before | MiB open | MiB peak | MiB after close |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| subject (figure) | kind | N | KiB/conn open (min-max) | KiB/conn to peak | MiB idle | MiB open | " +
+    "MiB peak | MiB after close | MiB peak, again | MiB after, again | MiB 30 s later |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const { subject, field, runs } of results) {
     for (const kind of ["idle", "header", "inflight"] as Kind[]) {
-      const of = runs.map((round) => round.find((r) => r.kind === kind)!);
-      const cost = summarize(of.map((r) => perConnection(r, field, "during")))!;
-      const toPeak = summarize(of.map((r) => perConnection(r, field, "peak")))!;
-      const at = (when: "before" | "during" | "peak" | "after") => summarize(of.map((r) => r[when][field] ?? 0));
-      lines.push(
-        `| ${subject} (${field}) | ${kind} | ${of[0].connections} | ${kib(cost.median)} (${kib(cost.min)}-${
-          kib(cost.max)
-        }) | ${kib(toPeak.median)} | ${mib(at("before"))} | ${mib(at("during"))} | ${mib(at("peak"))} | ${
-          mib(at("after"))
-        } |`,
-      );
+      const of = runs.filter((r) => r.kind === kind);
+      if (!of.length) continue;
+      const cost = summarize(of.map((r) => perConnection(r.first, field, "during")))!;
+      const toPeak = summarize(of.map((r) => perConnection(r.first, field, "peak")))!;
+      const at = (pick: (r: KindRun) => Memory) => mib(summarize(of.map((r) => pick(r)[field] ?? 0)));
+      const cells = [
+        `${subject} (${field})`,
+        kind,
+        of[0].first.connections,
+        `${kib(cost.median)} (${kib(cost.min)}-${kib(cost.max)})`,
+        kib(toPeak.median),
+        at((r) => r.idle),
+        at((r) => r.first.during),
+        at((r) => r.first.peak),
+        at((r) => r.first.after),
+        at((r) => r.second.peak),
+        at((r) => r.second.after),
+        at((r) => r.late),
+      ];
+      lines.push(`| ${cells.join(" | ")} |`);
     }
   }
   return lines.join("\n") + "\n";
@@ -358,45 +419,49 @@ async function main(args: string[]): Promise<void> {
   const limit = quantityBytes(container.resources.limits.memory);
   // Never the server's own limit in the way: every kind is measured unbounded.
   const env = { MAX_IN_FLIGHT: String(options.connections * 10), SHUTDOWN_DELAY: "0", LOG_LEVEL: "info" };
-  const results: { subject: string; field: keyof Memory; runs: KindRun[][] }[] = [];
+  const results: { subject: string; field: keyof Memory; runs: KindRun[] }[] = [];
   const raw: { [key: string]: unknown } = { connections: options.connections, limit_bytes: limit, image };
+  const kinds: Kind[] = ["idle", "header", "inflight"];
 
   if (options.only !== "container") {
-    const runs: KindRun[][] = [];
-    const idle: Memory[] = [];
+    const runs: KindRun[] = [];
     for (let round = 1; round <= options.rounds; round++) {
-      progress(`process, round ${round}/${options.rounds}`);
-      const server = await ServerProcess.start(env);
-      try {
-        await getFresh(server.url("/livez"));
-        await sleep(500);
-        idle.push(memoryOf(server.pid));
-        runs.push(await measureKinds(server.port, () => memoryOf(server.pid), options.connections));
-      } finally {
-        server.kill("SIGTERM");
-        await server.exit();
+      for (const kind of kinds) {
+        progress(`process, round ${round}/${options.rounds}, ${kind}`);
+        runs.push(
+          await measureKind(kind, options.connections, async () => {
+            const server = await ServerProcess.start(env);
+            return {
+              port: server.port,
+              read: () => memoryOf(server.pid),
+              async stop() {
+                server.kill("SIGTERM");
+                await server.exit();
+              },
+            };
+          }),
+        );
       }
     }
     results.push({ subject: "process", field: "rss", runs }, { subject: "process", field: "anon", runs });
-    raw.process = { idle, runs };
+    raw.process = runs;
   }
 
   if (options.only !== "process") {
-    const runs: KindRun[][] = [];
-    const idle: Memory[] = [];
+    const runs: KindRun[] = [];
     for (let round = 1; round <= options.rounds; round++) {
-      progress(`container at --memory ${limit / MIB} MiB, round ${round}/${options.rounds}`);
-      const c = await LimitedContainer.start(image, limit, env);
-      try {
-        await sleep(500);
-        idle.push(c.memory());
-        runs.push(await measureKinds(c.port, () => c.memory(), options.connections));
-      } finally {
-        await c.remove();
+      for (const kind of kinds) {
+        progress(`container at --memory ${limit / MIB} MiB, round ${round}/${options.rounds}, ${kind}`);
+        runs.push(
+          await measureKind(kind, options.connections, async () => {
+            const c = await LimitedContainer.start(image, limit, env);
+            return { port: c.port, read: () => c.memory(), stop: () => c.remove() };
+          }),
+        );
       }
     }
     results.push({ subject: "container", field: "cgroup", runs }, { subject: "container", field: "rss", runs });
-    raw.container = { idle, runs };
+    raw.container = runs;
     if (options.fill) {
       progress(`container at --memory ${limit / MIB} MiB: half-open header connections until /livez fails`);
       const c = await LimitedContainer.start(image, limit, env);
@@ -414,8 +479,8 @@ async function main(args: string[]): Promise<void> {
   if (raw.fill) console.log("half-open header fill:", JSON.stringify(raw.fill));
   Deno.mkdirSync(options.out, { recursive: true });
   Deno.writeTextFileSync(`${options.out}/memory.json`, JSON.stringify(raw, null, 2) + "\n");
-  const kinds = (Object.keys(KINDS) as Kind[]).map((k) => `- ${k}: ${KINDS[k].description}`).join("\n");
-  Deno.writeTextFileSync(`${options.out}/memory.md`, `${text}\n${kinds}\n`);
+  const descriptions = kinds.map((k) => `- ${k}: ${KINDS[k].description}`).join("\n");
+  Deno.writeTextFileSync(`${options.out}/memory.md`, `${text}\n${descriptions}\n`);
 }
 
 if (import.meta.main) await main(Deno.args);
