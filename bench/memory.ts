@@ -373,6 +373,17 @@ function mib(summary: Summary | undefined): string {
   return summary === undefined ? "-" : `${(summary.median / MIB).toFixed(1)}`;
 }
 
+/** Runs one measurement; a failure (the server gone, say) is reported and recorded, and the run goes on. */
+async function attempt(what: string, failures: string[], run: () => Promise<void>): Promise<void> {
+  try {
+    await run();
+  } catch (error) {
+    const message = `${what} failed: ${error instanceof Error ? error.message : error}`;
+    progress(message);
+    failures.push(message);
+  }
+}
+
 /** Per-connection cost in bytes of a flood: the growth (while open, or to the peak), divided by the connections. */
 function perConnection(run: FloodRun, field: keyof Memory, at: "during" | "peak"): number {
   return ((run[at][field] ?? 0) - (run.before[field] ?? 0)) / run.connections;
@@ -422,25 +433,29 @@ async function main(args: string[]): Promise<void> {
   const results: { subject: string; field: keyof Memory; runs: KindRun[] }[] = [];
   const raw: { [key: string]: unknown } = { connections: options.connections, limit_bytes: limit, image };
   const kinds: Kind[] = ["idle", "header", "inflight"];
+  const failures: string[] = [];
+  raw.failures = failures;
 
   if (options.only !== "container") {
     const runs: KindRun[] = [];
     for (let round = 1; round <= options.rounds; round++) {
       for (const kind of kinds) {
         progress(`process, round ${round}/${options.rounds}, ${kind}`);
-        runs.push(
-          await measureKind(kind, options.connections, async () => {
-            const server = await ServerProcess.start(env);
-            return {
-              port: server.port,
-              read: () => memoryOf(server.pid),
-              async stop() {
-                server.kill("SIGTERM");
-                await server.exit();
-              },
-            };
-          }),
-        );
+        await attempt(`process ${kind} round ${round}`, failures, async () => {
+          runs.push(
+            await measureKind(kind, options.connections, async () => {
+              const server = await ServerProcess.start(env);
+              return {
+                port: server.port,
+                read: () => memoryOf(server.pid),
+                async stop() {
+                  server.kill("SIGTERM");
+                  await server.exit();
+                },
+              };
+            }),
+          );
+        });
       }
     }
     results.push({ subject: "process", field: "rss", runs }, { subject: "process", field: "anon", runs });
@@ -452,35 +467,58 @@ async function main(args: string[]): Promise<void> {
     for (let round = 1; round <= options.rounds; round++) {
       for (const kind of kinds) {
         progress(`container at --memory ${limit / MIB} MiB, round ${round}/${options.rounds}, ${kind}`);
-        runs.push(
-          await measureKind(kind, options.connections, async () => {
-            const c = await LimitedContainer.start(image, limit, env);
-            return { port: c.port, read: () => c.memory(), stop: () => c.remove() };
-          }),
-        );
+        let state = {};
+        await attempt(`container ${kind} round ${round}`, failures, async () => {
+          try {
+            runs.push(
+              await measureKind(kind, options.connections, async () => {
+                const c = await LimitedContainer.start(image, limit, env);
+                return {
+                  port: c.port,
+                  read: () => c.memory(),
+                  async stop() {
+                    state = await c.state();
+                    await c.remove();
+                  },
+                };
+              }),
+            );
+          } catch (error) {
+            throw new Error(
+              `${error instanceof Error ? error.message : error}; container state ${JSON.stringify(state)}`,
+            );
+          }
+        });
       }
     }
     results.push({ subject: "container", field: "cgroup", runs }, { subject: "container", field: "rss", runs });
     raw.container = runs;
     if (options.fill) {
       progress(`container at --memory ${limit / MIB} MiB: half-open header connections until /livez fails`);
-      const c = await LimitedContainer.start(image, limit, env);
-      try {
-        const probeMs = container.livenessProbe.timeoutSeconds * 1000;
-        raw.fill = { ...await fillHeaders(c, 500, 18_000, probeMs), probe_ms: probeMs, final: await c.state() };
-      } finally {
-        await c.remove();
-      }
+      await attempt("half-open fill", failures, async () => {
+        const c = await LimitedContainer.start(image, limit, env);
+        try {
+          const probeMs = container.livenessProbe.timeoutSeconds * 1000;
+          raw.fill = { ...await fillHeaders(c, 500, 18_000, probeMs), probe_ms: probeMs, final: await c.state() };
+        } finally {
+          await c.remove();
+        }
+      });
     }
   }
 
   const text = table(results);
   console.log(text);
   if (raw.fill) console.log("half-open header fill:", JSON.stringify(raw.fill));
+  if (failures.length) console.log(`failed measurements (left out of the table):\n${failures.join("\n")}`);
   Deno.mkdirSync(options.out, { recursive: true });
   Deno.writeTextFileSync(`${options.out}/memory.json`, JSON.stringify(raw, null, 2) + "\n");
   const descriptions = kinds.map((k) => `- ${k}: ${KINDS[k].description}`).join("\n");
-  Deno.writeTextFileSync(`${options.out}/memory.md`, `${text}\n${descriptions}\n`);
+  const failed = failures.length
+    ? `\nFailed measurements (left out of the table):\n\n${failures.map((f) => `- ${f}`).join("\n")}\n`
+    : "";
+  const fill = raw.fill ? `\nHalf-open header fill at the limit: ${JSON.stringify(raw.fill)}\n` : "";
+  Deno.writeTextFileSync(`${options.out}/memory.md`, `${text}\n${descriptions}\n${fill}${failed}`);
 }
 
 if (import.meta.main) await main(Deno.args);
