@@ -32,14 +32,14 @@ interface OtlpTraces {
   }[];
 }
 
-/** A collector on 127.0.0.1 that answers every export with 200 and keeps the bodies by path. */
+/** A collector on loopback (127.0.0.1 unless given) that answers every export with 200 and keeps the bodies. */
 export class CollectorStub {
   /** Every export received: the request path (/v1/traces, /v1/logs, /v1/metrics) and its parsed body. */
   readonly exports: { path: string; body: unknown }[] = [];
   #server: Deno.HttpServer<Deno.NetAddr>;
 
-  constructor() {
-    this.#server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+  constructor(hostname = "127.0.0.1") {
+    this.#server = Deno.serve({ port: 0, hostname, onListen() {} }, async (req) => {
       this.exports.push({ path: new URL(req.url).pathname, body: await req.json() });
       return Response.json({});
     });
@@ -47,7 +47,7 @@ export class CollectorStub {
 
   /** The base URL to give as OTEL_EXPORTER_OTLP_ENDPOINT. */
   get endpoint(): string {
-    return `http://127.0.0.1:${this.#server.addr.port}`;
+    return `http://${this.#server.addr.hostname}:${this.#server.addr.port}`;
   }
 
   /** The environment that makes a Deno process export its telemetry here, as OTLP/JSON. */

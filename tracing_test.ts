@@ -82,3 +82,25 @@ Deno.test("activeSpan() is undefined in a handler when telemetry is off, and not
     await collector.close();
   }
 });
+
+Deno.test("Deno's OTLP exporter is not bound by --allow-net: it reaches a collector on an address the run task does not allow", async () => {
+  // 127.0.0.2 is loopback too, but not in the run task's --allow-net list: the exporter runs in the runtime,
+  // outside the permission system, so only the network (NetworkPolicy egress) decides where telemetry may go.
+  const collector = new CollectorStub("127.0.0.2");
+  try {
+    const server = await ServerProcess.start(collector.env(), PROBE);
+    let answer: ProbeAnswer;
+    try {
+      answer = await ask(server, "/elsewhere");
+    } finally {
+      server.kill("SIGTERM");
+      equal(await server.exit(), 0);
+    }
+    ok(!RUN_ARGS.some((arg) => arg.startsWith("--allow-net") && arg.includes("127.0.0.2")));
+    match(answer.before?.spanId ?? "", /^[0-9a-f]{16}$/);
+    equal(collector.serverSpans("/elsewhere")[0]?.spanId, answer.before?.spanId, "the span was exported");
+    equal(server.stderr, "");
+  } finally {
+    await collector.close();
+  }
+});
