@@ -499,3 +499,23 @@ Deno.test("with OpenTelemetry off the access lines carry no trace fields and not
     await collector.close();
   }
 });
+
+Deno.test("docs/observability.md shows the queries the tests run, and its alerting rules pass promtool check rules", async () => {
+  const doc = Deno.readTextFileSync(new URL("./docs/observability.md", import.meta.url));
+  for (const [name, query] of Object.entries(QUERIES)) {
+    ok(doc.includes("\n" + query.replaceAll("RANGE", "5m") + "\n"), `${name} as a query block in the docs`);
+  }
+  const rules = doc.split("```yaml\n").map((block) => block.split("```")[0]).find((b) => b.startsWith("groups:"));
+  ok(rules, "an alerting rules block");
+  await ensurePrometheus();
+  const dir = Deno.makeTempDirSync({ prefix: "shipshape-rules-" });
+  try {
+    Deno.writeTextFileSync(`${dir}/rules.yml`, rules);
+    const checked = await new Deno.Command("promtool", { args: ["check", "rules", `${dir}/rules.yml`] }).output();
+    const output = new TextDecoder().decode(checked.stdout) + new TextDecoder().decode(checked.stderr);
+    equal(checked.code, 0, output);
+    match(output, /SUCCESS: 3 rules found/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
