@@ -58,15 +58,18 @@ function parseOptions(args: string[]): Options {
     quick,
     only: value("--only")?.split(","),
     out: value("--out") ?? `${ROOT}bench/results`,
-    starts: runs ?? (quick ? 3 : 7),
+    starts: runs ?? (quick ? 2 : 7),
     drains: runs ?? (quick ? 1 : 3),
     loadRounds: runs ?? (quick ? 1 : 5),
-    loadSeconds: seconds ?? (quick ? 3 : 10),
+    loadSeconds: seconds ?? (quick ? 2 : 10),
   };
 }
 
+const BEGAN = performance.now();
+
 function progress(message: string): void {
-  Deno.stderr.writeSync(new TextEncoder().encode(`bench: ${message}\n`));
+  const at = ((performance.now() - BEGAN) / 1000).toFixed(1);
+  Deno.stderr.writeSync(new TextEncoder().encode(`bench: ${message} (at ${at} s)\n`));
 }
 
 /** GET on its own connection; the status and whether the whole body arrived, or 0 on a failed request. */

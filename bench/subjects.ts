@@ -256,7 +256,7 @@ export async function imageBinaryBytes(image: string): Promise<number> {
     const copy = new Deno.Command("podman", {
       args: ["cp", `${container}:${entrypoint[0]}`, "-"],
       stdout: "piped",
-      stderr: "piped",
+      stderr: "null",
     }).spawn();
     // A tar stream: the first header carries the file's size (octal, 12 bytes at offset 124).
     const reader = copy.stdout.getReader();
