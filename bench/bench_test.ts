@@ -258,7 +258,7 @@ Deno.test("chart() draws the container and per-route figures it is given", () =>
   const text = chart([...CONTAINER_ROWS, ...ROUTE_ROWS], "t", [...FIGURES, IMAGE_OVERHEAD, ...routeFigures(ROUTES[1])]);
   equal(XMLValidator.validate(text), true);
   ok(text.includes("image over binary (MiB), lower is better"));
-  ok(text.includes("req/s / (req/s), higher is better"));
+  ok(text.includes("req/s on / (req/s), higher is better"));
 });
 
 Deno.test("targetTag() names the other target's image beside the given one", () => {

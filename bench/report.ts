@@ -239,7 +239,7 @@ export const ROUTES: Route[] = [
 export function routeFigures(route: Route): Figure[] {
   return ["rps", "p99", "cpu_request"].map((key) => {
     const f = figure(key);
-    return { ...f, key: key + route.suffix, label: `${f.label} ${route.path}` };
+    return { ...f, key: key + route.suffix, label: `${f.label} on ${route.path}` };
   });
 }
 
