@@ -231,7 +231,7 @@ Deno.test("routeMarkdown() gives each route's req/s and CPU per request against 
   equal(text.split("\n").filter((l) => l.startsWith("| /")).length, 6);
 });
 
-Deno.test("checkTargets() says met, NOT met or not measured for each limit of issue #11", () => {
+Deno.test("checkTargets() says met, NOT met or not measured for each target", () => {
   const checks = checkTargets([...CONTAINER_ROWS, ...ROUTE_ROWS], {
     floor: "go scratch container",
     containers: ["shipshape container", "shipshape compiled container"],

@@ -297,7 +297,7 @@ export interface TargetCheck {
   met: boolean | undefined;
 }
 
-/** The limits of issue #11, as ratios in the same run. */
+/** The benchmark's targets (container start and stop near the Go floor, image near its binary, each route near its same-response floor), as ratios in the same run. */
 export const TARGETS = {
   /** Container ready: at most this times the Go scratch floor's. */
   readyVsFloor: 1.25,

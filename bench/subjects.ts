@@ -1,5 +1,6 @@
 /** The servers the benchmark compares, and how each is started, probed for memory and stopped. */
 
+import { RUN_ARGS } from "../testing.ts";
 import deno from "../deno.json" with { type: "json" };
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -198,7 +199,7 @@ const BARE_SCRIPT = "bench/baselines/deno_bare.ts";
 const BARE_ENV = { VERSION: deno.version };
 
 /** The run flags of `deno task run`. */
-const RUN_ARGS = deno.tasks.run.command.split(" ").slice(1);
+// The flags of `deno task run`, parsed in one place for the tests and the benchmark.
 
 /** Every subject, shipshape first (the reference of the ratios). */
 export function subjects(options: { image: string; compiled: string }): Subject[] {

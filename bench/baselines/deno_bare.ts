@@ -1,7 +1,8 @@
 // The throughput reference: a bare Deno.serve server that writes one plain line per request, with the same
 // SIGTERM drain as shipshape (without its delay, timeout, probes, metrics or JSON).
 //
-// The argument picks how much of shipshape's per-request contract (issue #2, #6) it also carries, each done the
+// The argument picks how much of shipshape's per-request contract (a request id on every answer, nosniff, an access line
+// naming method, path, status, bytes, duration, remote, user agent and id) it also carries, each done the
 // cheapest way Deno allows, so the benchmark can show what the contract itself costs on this Deno version:
 // - "bare" (default): the answer alone. `/` is the demo page with Content-Type only (Deno.serve's header-less
 //   fast path), anything else `ok\n` with Deno's default Content-Type.
