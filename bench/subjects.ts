@@ -198,9 +198,6 @@ function bareArgs(mode: string): string[] {
 const BARE_SCRIPT = "bench/baselines/deno_bare.ts";
 const BARE_ENV = { VERSION: deno.version };
 
-/** The run flags of `deno task run`. */
-// The flags of `deno task run`, parsed in one place for the tests and the benchmark.
-
 /** Every subject, shipshape first (the reference of the ratios). */
 export function subjects(options: { image: string; compiled: string }): Subject[] {
   const denoBin = Deno.execPath();
