@@ -149,6 +149,13 @@ Deno.test("every test the docs cite as proof exists in the file they name", () =
   ok(cited > 50, `found only ${cited} cited tests: the pattern is wrong`);
 });
 
+Deno.test("the README is a front page: at most 150 lines and under 12 KB, the rest in docs/", () => {
+  const readme = Deno.readTextFileSync(`${ROOT}README.md`);
+  ok(readme.split("\n").length <= 150, `${readme.split("\n").length} lines`);
+  const bytes = new TextEncoder().encode(readme).length;
+  ok(bytes < 12_000, `${bytes} bytes`);
+});
+
 Deno.test("slug() and citations() read markdown as GitHub and the docs do", () => {
   equal(
     slug("Containers on these Debian machines (podman quirks)"),
