@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/engine.sh
 podman image exists "${SHIPSHAPE_IMAGE:-localhost/shipshape:latest}" || bash tools/image.sh
+deno install --quiet
 exec deno run --allow-all bench/memory.ts "$@"
