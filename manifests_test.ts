@@ -18,6 +18,8 @@ import { Logger } from "./logging.ts";
 import { MemoryWriter } from "./testing.ts";
 import { Metrics } from "./metrics.ts";
 import { freePort } from "./testing.ts";
+import { quantityBytes } from "./bench/memory.ts";
+import { summarize } from "./bench/stats.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = any;
@@ -326,6 +328,30 @@ Deno.test("every spread constraint counts only the pods of the same rollout (mat
     "topology.kubernetes.io/zone",
   ]);
   for (const constraint of constraints) deepStrictEqual(constraint.matchLabelKeys, ["pod-template-hash"]);
+});
+
+/** Idle keep-alive connections the memory budget holds beside MAX_IN_FLIGHT requests (docs/kubernetes.md). */
+const IDLE_CONNECTION_ALLOWANCE = 1000;
+
+Deno.test("the memory request holds the budget measured by deno task memory; the limit keeps a quarter spare", () => {
+  const container = byKind(loadManifests(), "Deployment").spec.template.spec.containers[0];
+  const env = Object.fromEntries(container.env.map((e: Obj) => [e.name, e.value]));
+  const maxInFlight = Number(env.MAX_IN_FLIGHT ?? SETTINGS.MAX_IN_FLIGHT.default);
+  // The process's RSS: the binary's mapped pages counted in full, as if the pod were the first to read them.
+  const runs: Obj[] = JSON.parse(Deno.readTextFileSync(new URL("./bench/results/memory.json", import.meta.url)))
+    .process;
+  const median = (values: number[]) => summarize(values)!.median;
+  const cost = (kind: string) =>
+    median(
+      runs.filter((r) => r.kind === kind).map((r) => (r.first.peak.rss - r.first.before.rss) / r.first.connections),
+    );
+  const idle = median(runs.map((r) => r.idle.rss));
+  const budget = idle + maxInFlight * cost("inflight") + IDLE_CONNECTION_ALLOWANCE * cost("idle");
+  const request = quantityBytes(container.resources.requests.memory);
+  const limit = quantityBytes(container.resources.limits.memory);
+  const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
+  ok(request >= budget, `request ${mib(request)} holds the budget ${mib(budget)} (idle ${mib(idle)})`);
+  ok(request <= 0.75 * limit, `request ${mib(request)} is at most three quarters of the limit ${mib(limit)}`);
 });
 
 Deno.test("the image's user is the pod's runAsUser and runAsGroup", () => {
