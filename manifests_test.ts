@@ -331,9 +331,9 @@ Deno.test("every spread constraint counts only the pods of the same rollout (mat
 });
 
 /** Idle keep-alive connections the memory budget holds beside MAX_IN_FLIGHT requests (docs/kubernetes.md). */
-const IDLE_CONNECTION_ALLOWANCE = 1000;
+const IDLE_CONNECTION_ALLOWANCE = 500;
 
-Deno.test("the memory request holds the budget measured by deno task memory; the limit keeps a quarter spare", () => {
+Deno.test("the memory request holds the budget measured by deno task memory; the limit keeps a fifth spare", () => {
   const container = byKind(loadManifests(), "Deployment").spec.template.spec.containers[0];
   const env = Object.fromEntries(container.env.map((e: Obj) => [e.name, e.value]));
   const maxInFlight = Number(env.MAX_IN_FLIGHT ?? SETTINGS.MAX_IN_FLIGHT.default);
@@ -346,12 +346,14 @@ Deno.test("the memory request holds the budget measured by deno task memory; the
       runs.filter((r) => r.kind === kind).map((r) => (r.first.peak.rss - r.first.before.rss) / r.first.connections),
     );
   const idle = median(runs.map((r) => r.idle.rss));
-  const budget = idle + maxInFlight * cost("inflight") + IDLE_CONNECTION_ALLOWANCE * cost("idle");
+  // A flood at twice MAX_IN_FLIGHT holds as many refused requests beside the admitted ones, each costing about what a
+  // connection does while it is answered (flood_test.ts measured 23 KiB).
+  const budget = idle + maxInFlight * (cost("inflight") + cost("idle")) + IDLE_CONNECTION_ALLOWANCE * cost("idle");
   const request = quantityBytes(container.resources.requests.memory);
   const limit = quantityBytes(container.resources.limits.memory);
   const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
   ok(request >= budget, `request ${mib(request)} holds the budget ${mib(budget)} (idle ${mib(idle)})`);
-  ok(request <= 0.75 * limit, `request ${mib(request)} is at most three quarters of the limit ${mib(limit)}`);
+  ok(request <= 0.8 * limit, `request ${mib(request)} is at most four fifths of the limit ${mib(limit)}`);
 });
 
 Deno.test("the image's user is the pod's runAsUser and runAsGroup", () => {
