@@ -76,7 +76,9 @@ export function manifestContainer(): any {
 }
 
 async function podman(...args: string[]): Promise<string> {
-  const out = await new Deno.Command("podman", { args, stdin: "null", stdout: "piped", stderr: "piped" }).output()
+  // Not in the worktree: on an OOM kill, conmon leaves a file named "oom" in its working directory.
+  const cwd = Deno.env.get("TMPDIR") ?? "/tmp";
+  const out = await new Deno.Command("podman", { args, cwd, stdin: "null", stdout: "piped", stderr: "piped" }).output()
     .catch((error) => {
       throw new Error(`podman is needed (tools/memory.sh or deno task test set it up): ${error}`);
     });
