@@ -10,6 +10,8 @@ export interface Figure {
   /** Divides raw samples for display (bytes -> MiB). */
   scale: number;
   better: "lower" | "higher";
+  /** Counts: shown as whole numbers. */
+  integer?: boolean;
 }
 
 /** The figures, in table order. */
@@ -38,7 +40,8 @@ export interface Row {
   figures: { [key: string]: Summary | undefined };
 }
 
-function number(value: number): string {
+function number(value: number, integer = false): string {
+  if (integer) return Math.round(value).toLocaleString("en-US");
   if (value >= 1000) return Math.round(value).toLocaleString("en-US");
   if (value >= 100) return value.toFixed(0);
   if (value >= 10) return value.toFixed(1);
@@ -46,36 +49,41 @@ function number(value: number): string {
 }
 
 /** A table cell: the median, with min-max when the samples differ. */
-export function cell(summary: Summary | undefined, scale = 1): string {
+export function cell(summary: Summary | undefined, scale = 1, integer = false): string {
   if (!summary) return "-";
-  const median = number(summary.median / scale);
+  const median = number(summary.median / scale, integer);
   if (summary.n === 1 || summary.min === summary.max) return median;
-  return `${median} (${number(summary.min / scale)}-${number(summary.max / scale)})`;
+  return `${median} (${number(summary.min / scale, integer)}-${number(summary.max / scale, integer)})`;
 }
 
-/** The markdown results table and the table of ratios to the first row (shipshape). */
-export function markdown(rows: Row[]): string {
+/**
+ * The markdown results table and the table of ratios to the first row (shipshape); other figures than the
+ * benchmark's can be given (the rollout's), and no ratio table when `headline` is empty.
+ */
+export function markdown(rows: Row[], figures: Figure[] = FIGURES, headline: string[] = HEADLINE): string {
   const measured = rows.filter((r) => !r.skip);
-  const head = ["subject", ...FIGURES.map((f) => `${f.label} (${f.unit})`)];
+  const head = ["subject", ...figures.map((f) => `${f.label} (${f.unit})`)];
   const lines = [
     `| ${head.join(" | ")} |`,
     `| ${head.map((_, i) => i === 0 ? "---" : "---:").join(" | ")} |`,
-    ...measured.map((r) => `| ${[r.name, ...FIGURES.map((f) => cell(r.figures[f.key], f.scale))].join(" | ")} |`),
+    ...measured.map((r) =>
+      `| ${[r.name, ...figures.map((f) => cell(r.figures[f.key], f.scale, f.integer))].join(" | ")} |`
+    ),
   ];
   const reference = measured[0];
-  if (reference) {
-    const figures = FIGURES.filter((f) => HEADLINE.includes(f.key));
-    const ratioHead = ["subject", ...figures.map((f) => `${f.label} x`)];
+  const ratioFigures = figures.filter((f) => headline.includes(f.key));
+  if (reference && ratioFigures.length) {
+    const ratioHead = ["subject", ...ratioFigures.map((f) => `${f.label} x`)];
     lines.push(
       "",
       `Ratios to ${reference.name} (median / median; ${
-        figures.map((f) => `${f.label}: ${f.better} is better`).join(", ")
+        ratioFigures.map((f) => `${f.label}: ${f.better} is better`).join(", ")
       }):`,
       "",
       `| ${ratioHead.join(" | ")} |`,
       `| ${ratioHead.map((_, i) => i === 0 ? "---" : "---:").join(" | ")} |`,
       ...measured.map((r) => {
-        const cells = figures.map((f) => {
+        const cells = ratioFigures.map((f) => {
           const x = ratio(r.figures[f.key]?.median, reference.figures[f.key]?.median);
           return x === undefined ? "-" : x.toFixed(2);
         });
@@ -93,9 +101,9 @@ function escapeXml(text: string): string {
 }
 
 /** An SVG chart: one panel per figure that has data, subjects as horizontal bars with min-max whiskers. */
-export function svg(rows: Row[], title: string): string {
+export function svg(rows: Row[], title: string, figures: Figure[] = FIGURES): string {
   const measured = rows.filter((r) => !r.skip);
-  const panels = FIGURES.filter((f) => measured.some((r) => r.figures[f.key]));
+  const panels = figures.filter((f) => measured.some((r) => r.figures[f.key]));
   const columns = 2;
   const barHeight = 18;
   const labelWidth = 150;
@@ -137,7 +145,7 @@ export function svg(rows: Row[], title: string): string {
           y + barHeight / 2
         }" stroke="#222222"/>`,
         `<text x="${(labelWidth + Math.max(w, hi - labelWidth) + 4).toFixed(1)}" y="${y + 13}">${
-          escapeXml(number(s.median / f.scale))
+          escapeXml(number(s.median / f.scale, f.integer))
         }</text>`,
       );
     });
@@ -145,4 +153,12 @@ export function svg(rows: Row[], title: string): string {
   });
   parts.push("</svg>");
   return parts.join("\n") + "\n";
+}
+
+/** Writes a run's outputs beside each other: `stem`.json (the raw record), `stem`.md (the table), `stem`.svg. */
+export function writeResults(stem: string, record: unknown, table: string, chart: string): void {
+  Deno.mkdirSync(stem.slice(0, stem.lastIndexOf("/")) || ".", { recursive: true });
+  Deno.writeTextFileSync(`${stem}.json`, JSON.stringify(record, null, 2) + "\n");
+  Deno.writeTextFileSync(`${stem}.md`, table);
+  Deno.writeTextFileSync(`${stem}.svg`, chart);
 }
