@@ -316,6 +316,10 @@ export function createHandler(options: HandlerOptions): Handler {
       ? { "x-request-id": ex.id, "x-content-type-options": "nosniff", ...reply.headers }
       : { "x-request-id": ex.id, "x-content-type-options": "nosniff" };
     if (reply.type) headers["content-type"] = reply.type;
+    // From the first signal on, every answer asks the client to close its connection: a keep-alive connection
+    // is pinned to this pod (kube-proxy keeps it on the pod it was opened to), so only a new connection can
+    // reach a ready one, and it must be opened before the drain closes this listener.
+    if (state.draining) headers.connection = "close";
     const head = ex.method === "HEAD";
     if (reply.stream && !head) {
       const body = reply.stream((status, bytes) => complete(ex, status, bytes));

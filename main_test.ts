@@ -3,7 +3,7 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import deno from "./deno.json" with { type: "json" };
 import { VARIABLES } from "./config.ts";
-import { get, getFresh, ServerProcess, sleep } from "./testing.ts";
+import { get, getFresh, KeepAliveClient, ServerProcess, sleep } from "./testing.ts";
 
 Deno.test("main.ts serves every endpoint and logs one JSON access line per request on stdout only", async () => {
   const server = await ServerProcess.start();
@@ -103,6 +103,35 @@ Deno.test("main.ts drains: /readyz 503 and new connections served during the del
   equal(last.msg, "shutdown complete");
   ok((last.duration_ms as number) >= 1000);
   equal(server.stderr, "");
+});
+
+Deno.test("main.ts tells keep-alive clients to close from the first signal on, so none loses a request to the drain", async () => {
+  // A keep-alive connection stays pinned to the pod it was opened to (kube-proxy works at layer 4): it never sees
+  // the endpoint change. Unless the answers say `Connection: close`, a client sends its next request on a
+  // connection the drain then closes, and loses it. Here each client's next connection goes to a second server,
+  // the ready pod a Service would pick. (With SHUTDOWN_DELAY=0 no answer can tell a client before the drain
+  // closes idle connections, so a request racing that close is lost: the delay is what makes the hand-over clean.)
+  const other = await ServerProcess.start();
+  try {
+    for (const delay of ["0.3", "1"]) {
+      const server = await ServerProcess.start({ SHUTDOWN_DELAY: delay, SHUTDOWN_TIMEOUT: "5" });
+      const clients = Array.from({ length: 16 }, () => new KeepAliveClient([server.port, other.port], "/livez"));
+      await server.waitFor("access"); // the clients are under way
+      await sleep(100);
+      server.kill("SIGTERM");
+      equal(await server.exit(), 0);
+      for (const c of clients) c.stop();
+      await Promise.all(clients.map((c) => c.done));
+      const tallies = JSON.stringify(clients.map((c) => c.tally));
+      equal(clients.reduce((sum, c) => sum + c.tally.lost, 0), 0, `SHUTDOWN_DELAY=${delay}: lost: ${tallies}`);
+      ok(clients.every((c) => c.tally.closes >= 1), `every client was told to close its connection: ${tallies}`);
+      const draining = server.records().filter((r) => r.msg === "access").length;
+      ok(draining > 0 && server.records().some((r) => r.msg === "shutdown complete"));
+    }
+  } finally {
+    other.kill("SIGTERM");
+    equal(await other.exit(), 0);
+  }
 });
 
 Deno.test("main.ts exits 1 when the drain times out, naming how many requests were cut off", async () => {

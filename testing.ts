@@ -183,3 +183,103 @@ export function rssBytes(pid: number): number {
   if (!kb) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(kb[1]) * 1024;
 }
+
+/** What a keep-alive client saw: requests written, answers read, and requests written that got no answer. */
+export interface KeepAliveTally {
+  sent: number;
+  answered: number;
+  /** Requests written on a connection that then closed or reset before their answer: what a client loses. */
+  lost: number;
+  /** Answers that carried `Connection: close` (the client then dialled a new connection). */
+  closes: number;
+  /** New connections refused (no listener): never accepted, so not lost. */
+  refused: number;
+}
+
+/**
+ * A client that sends `GET path` on one keep-alive connection after another, as a pooled HTTP client does: it
+ * re-dials only when an answer says `Connection: close` (or the connection drops), and stops once `stop()` says so
+ * or a new connection is refused. Its n-th connection goes to `ports[n]` (the last port once they run out): what a
+ * Service does when the pod of the first connection has left its endpoints. Written on raw TCP so that nothing in
+ * the client hides a lost request.
+ */
+export class KeepAliveClient {
+  readonly tally: KeepAliveTally = { sent: 0, answered: 0, lost: 0, closes: 0, refused: 0 };
+  readonly done: Promise<void>;
+  #stopped = false;
+
+  #dials = 0;
+
+  constructor(readonly ports: number[], readonly path: string, readonly pauseMs = 5) {
+    this.done = this.#run();
+  }
+
+  /** Stops after the request in progress. */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      let conn: Deno.TcpConn;
+      try {
+        const port = this.ports[Math.min(this.#dials++, this.ports.length - 1)];
+        conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      } catch {
+        this.tally.refused++;
+        return;
+      }
+      try {
+        await this.#useConnection(conn);
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          // already closed by a reset
+        }
+      }
+    }
+  }
+
+  async #useConnection(conn: Deno.TcpConn): Promise<void> {
+    const request = new TextEncoder().encode(`GET ${this.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    const buffer = new Uint8Array(64 * 1024);
+    let pending = "";
+    while (!this.#stopped) {
+      try {
+        await conn.write(request);
+      } catch {
+        this.tally.lost++; // the write itself failed: the request never got anywhere it could be answered
+        return;
+      }
+      this.tally.sent++;
+      let answer: { close: boolean } | undefined;
+      while (!answer) {
+        let n: number | null;
+        try {
+          n = await conn.read(buffer);
+        } catch {
+          n = null;
+        }
+        if (n === null) {
+          this.tally.lost++;
+          return;
+        }
+        pending += new TextDecoder().decode(buffer.subarray(0, n));
+        const end = pending.indexOf("\r\n\r\n");
+        if (end === -1) continue;
+        const head = pending.slice(0, end).toLowerCase();
+        const length = Number(/\r\ncontent-length: *(\d+)/.exec(head)?.[1] ?? "0");
+        if (pending.length < end + 4 + length) continue;
+        pending = pending.slice(end + 4 + length);
+        answer = { close: /\r\nconnection: *close/.test(head) };
+      }
+      this.tally.answered++;
+      if (answer.close) {
+        this.tally.closes++;
+        return;
+      }
+      if (this.pauseMs > 0) await sleep(this.pauseMs);
+    }
+  }
+}
