@@ -20,7 +20,7 @@ export interface Replica {
   kill(): Promise<void>;
   /** The exit code, once it exited and its log was read to the end. */
   exited: Promise<number>;
-  /** Access lines of the load's path it logged; known once it exited. */
+  /** Access lines of 200 answers to the load's path it logged; known once it exited. */
   accessLines(): number;
 }
 
@@ -29,21 +29,24 @@ export interface RolloutSubject {
   name: string;
   /** Why it is not measured here; undefined when it is. */
   skip?: string;
-  /** An awk regular expression matching exactly its access lines for GET `LOAD_PATH`. */
+  /** An awk regular expression matching exactly its access lines of a 200 to GET `LOAD_PATH`. */
   accessPattern: string;
   start(port: number): Replica;
 }
 
-/** The access line patterns, by log format (tested in rollout_test.ts against real lines). */
+/**
+ * The patterns of an access line of a 200 answer to GET `LOAD_PATH`, by log format (tested in rollout_test.ts
+ * against real lines). Only 200s: answers the balancer makes itself (503 with no server up, 502) have no line.
+ */
 export const ACCESS_PATTERNS = {
   /** shipshape's JSON access record. */
-  shipshape: `"msg":"access","method":"GET","path":"/"[,}]`,
+  shipshape: `"msg":"access","method":"GET","path":"/","status":200[,}]`,
   /** bench/baselines/deno_abort.ts: `GET / 200`. */
-  plain: "^GET / ",
+  plain: "^GET / 200$",
   /** bench/baselines/node_server.mjs: `... "GET /" 200`. */
-  node: `"GET /" `,
+  node: `"GET /" 200$`,
   /** bench/baselines/python_server.py (http.server): `... "GET / HTTP/1.1" 200 -`. */
-  python: `"GET / HTTP/1\\.[01]"`,
+  python: `"GET / HTTP/1[.][01]" 200 `,
 };
 
 function processSubject(

@@ -14,7 +14,7 @@ export interface Outcome {
   mode: "l4" | "l7";
   keepAlive?: LoadCounts;
   newConnection?: NewConnectionCounts;
-  /** Access lines of the load's path, summed over every replica (all have exited). */
+  /** Access lines of 200 answers to the load's path, summed over every replica (all have exited). */
   linesLogged: number;
   /** Duration of each rollout cycle (every replica replaced once), in ms. */
   cyclesMs: number[];
@@ -37,11 +37,11 @@ export interface Tally {
   failed: number;
   /** Answers received (any status). */
   responses: number;
-  /** Answers received that have no access line: lost log lines. */
+  /** 2xx answers received that have no access line: lost log lines. */
   linesLost: number;
   /**
-   * Access lines beyond the answers received: requests the server answered that the client never read. At most
-   * the keep-alive requests in flight when the load stopped (its connection count) when nothing went wrong.
+   * Access lines beyond the 2xx answers received: requests the server answered that the client never read. At
+   * most the keep-alive requests in flight when the load stopped (its connection count) when nothing went wrong.
    */
   linesUnanswered: number;
   /** Requests still in flight when the keep-alive load stopped, neither answered nor failed. */
@@ -63,15 +63,16 @@ export function tally(o: Outcome): Tally {
   const ncErrors = nc ? sum(Object.values(nc.errors)) : 0;
   const non2xx = (ka?.non2xx ?? 0) + (ncResponses - ncOk);
   const responses = (ka?.responses ?? 0) + ncResponses;
+  const ok = (ka ? ka.responses - ka.non2xx : 0) + ncOk;
   return {
     sent: (ka?.sent ?? 0) + (nc?.sent ?? 0),
-    ok: (ka ? ka.responses - ka.non2xx : 0) + ncOk,
+    ok,
     non2xx,
     connectionErrors: kaErrors + ncErrors,
     failed: non2xx + kaErrors + ncErrors,
     responses,
-    linesLost: Math.max(0, responses - o.linesLogged),
-    linesUnanswered: Math.max(0, o.linesLogged - responses),
+    linesLost: Math.max(0, ok - o.linesLogged),
+    linesUnanswered: Math.max(0, o.linesLogged - ok),
     inFlightAtStop: ka ? Math.max(0, ka.sent - ka.responses - ka.read - ka.write - ka.timeout) : 0,
     uncleanExits: o.exits.filter((code) => code !== 0).length,
   };
@@ -153,7 +154,7 @@ export function details(o: Outcome, name: string): string {
         nc.firstOther ? ` (other: ${nc.firstOther})` : ""
       }`
       : "new connection: not run",
-    `access lines ${o.linesLogged} for ${t.responses} answers (${t.linesLost} lost, ${t.linesUnanswered} unanswered)`,
+    `access lines of 200s ${o.linesLogged} for ${t.ok} 2xx answers (${t.linesLost} lost, ${t.linesUnanswered} not read by the client)`,
     `exit codes: rollout ${exits(o.exits)}; end of run ${exits(o.finalExits)}`,
   ];
   if (o.error) parts.push(`error: ${o.error}`);
