@@ -22,6 +22,8 @@ export interface Replica {
   exited: Promise<number>;
   /** Access lines of 200 answers to the load's path it logged; known once it exited. */
   accessLines(): number;
+  /** What it (or podman) wrote on stderr, to say why an exit was not clean. */
+  stderr(): string;
 }
 
 /** One subject of the rollout comparison. */
@@ -73,6 +75,7 @@ function processSubject(
         },
         exited: run.exited,
         accessLines: () => run.report.matched,
+        stderr: () => run.stderr.join(""),
       };
     },
   };
@@ -127,6 +130,7 @@ function containerSubject(image: string, settings: RolloutSettings): RolloutSubj
         },
         exited: run.exited,
         accessLines: () => run.report.matched,
+        stderr: () => run.stderr.join(""),
       };
     },
   };

@@ -97,7 +97,13 @@ interface Member {
 }
 
 /** Waits for a stopping replica's exit; after the grace period it is killed, as the kubelet does. */
-async function awaitExit(replica: Replica, graceSeconds: number): Promise<number> {
+async function awaitExit(replica: Replica, graceSeconds: number, outcome: Outcome): Promise<number> {
+  const code = await exitWithin(replica, graceSeconds);
+  if (code !== 0) (outcome.exitNotes ??= []).push(`exit ${code}: ${replica.stderr().trim().slice(-300)}`);
+  return code;
+}
+
+async function exitWithin(replica: Replica, graceSeconds: number): Promise<number> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const grace = new Promise<"grace">((resolve) =>
     timer = setTimeout(() => resolve("grace"), graceSeconds * 1000 + 2000)
@@ -136,7 +142,7 @@ async function runSubject(
   async function stopOne(member: Member): Promise<number> {
     // Only the signal: the balancer's check takes the replica out of rotation when its readiness fails.
     await member.replica.terminate();
-    const code = await awaitExit(member.replica, settings.graceSeconds);
+    const code = await awaitExit(member.replica, settings.graceSeconds, outcome);
     // Gone: the endpoint controller drops it from the list.
     await balancer.removeServer(member.name);
     outcome.linesLogged += member.replica.accessLines() ?? 0;
@@ -183,7 +189,7 @@ async function runSubject(
         continue;
       }
       await member.replica.terminate();
-      outcome.finalExits.push(await awaitExit(member.replica, settings.graceSeconds));
+      outcome.finalExits.push(await awaitExit(member.replica, settings.graceSeconds, outcome));
       outcome.linesLogged += member.replica.accessLines() ?? 0;
     }
     for (const replica of all) await replica.kill();
@@ -210,7 +216,9 @@ export function describeSettings(s: RolloutSettings, replicas: number, options: 
     `maxUnavailable ${s.maxUnavailable}, readiness GET ${s.probe.path} every ${s.probe.periodMs} ms ` +
     `(failureThreshold ${s.probe.failureThreshold}, successThreshold ${s.probe.successThreshold}, timeout ` +
     `${s.probe.timeoutMs} ms), SHUTDOWN_DELAY ${s.shutdownDelayMs} ms, SHUTDOWN_TIMEOUT ${s.shutdownTimeoutMs} ms, ` +
-    `grace period ${s.graceSeconds} s; ${options.cycles} cycles (every replica replaced once a cycle).`,
+    `grace period ${s.graceSeconds} s; ${options.cycles} cycle${
+      options.cycles === 1 ? "" : "s"
+    } (every replica replaced once a cycle).`,
     `Load through the balancer for the whole run: ${tool} with ${options.connections} keep-alive connections ` +
     `(closed loop: offered as fast as answered), and a client opening a new connection per request at ` +
     `${options.rate} requests/s offered. HAProxy: round robin, no retries, no redispatch.`,

@@ -22,6 +22,8 @@ export interface Outcome {
   exits: number[];
   /** Exit codes of the replicas stopped after the load, at the end of the run. */
   finalExits: number[];
+  /** The end of the stderr of each replica that exited with a code other than 0. */
+  exitNotes?: string[];
   /** Why the run of this subject did not complete. */
   error?: string;
 }
