@@ -299,10 +299,10 @@ export async function rollout(options: Options): Promise<Outcome[]> {
     load_tool: tool,
     outcomes: outcomes.map((o) => ({ ...o, tally: tally(o) })),
   };
-  const title =
-    `shipshape rollout (${record.mode}, ${options.cycles} cycles of ${replicas} replicas, scale ${options.scale}, ${record.machine.cores} cores, ${
-      record.finished.slice(0, 10)
-    })`;
+  const cycles = `${options.cycles} cycle${options.cycles === 1 ? "" : "s"}`;
+  const date = record.finished.slice(0, 10);
+  const title = `shipshape rollout (${record.mode}, ${cycles} of ${replicas} replicas, scale ${options.scale}, ` +
+    `${record.machine.cores} cores, ${date})`;
   writeResults(stem, record, table, svg(chartRows, title, CHART_FIGURES));
   progress(`wrote ${stem}.json, .md and .svg`);
   return outcomes;
