@@ -150,8 +150,35 @@ export function parseAutocannonCounts(output: string): Omit<LoadCounts, "tool" |
 }
 
 /**
+ * autocannon run from its API under node, so SIGINT stops it with its results (its command line exits on SIGINT
+ * without them). Arguments: the module's path, url, connections, timeout in seconds.
+ */
+const AUTOCANNON_SCRIPT = `const [path, url, connections, timeout] = process.argv.slice(1);
+const instance = require(path)({ url, connections: Number(connections), timeout: Number(timeout), duration: 86400 },
+  (error, result) => {
+    if (error) throw error;
+    process.stdout.write(JSON.stringify(result));
+  });
+process.once("SIGINT", () => instance.stop());
+`;
+
+/** The path of autocannon's module, fetched by npx into its cache when missing. */
+function autocannonModule(): string {
+  const find = 'const fs = require("fs"); const bin = process.env.PATH.split(":").map((d) => d + "/autocannon")' +
+    ".find((p) => fs.existsSync(p)); process.stdout.write(fs.realpathSync(bin));";
+  const out = new Deno.Command("npx", {
+    args: ["--yes", "-p", "autocannon@8", "node", "-e", find],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  const path = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success || !path) throw new Error(`npx autocannon failed: ${new TextDecoder().decode(out.stderr)}`);
+  return path;
+}
+
+/**
  * Starts keep-alive load against `url` that runs until stop(): wrk when installed (with a Lua hook counting the
- * requests sent), else autocannon. Both end on SIGINT and print their summary.
+ * requests sent), else autocannon from npm (through its API). Both end on SIGINT and print their summary.
  */
 export function startLoad(
   url: string,
@@ -167,19 +194,8 @@ export function startLoad(
       stdout: "piped",
       stderr: "piped",
     })
-    : new Deno.Command("npx", {
-      args: [
-        "--yes",
-        "autocannon@8",
-        "--json",
-        "-c",
-        String(connections),
-        "-d",
-        "3600",
-        "-t",
-        String(timeoutSeconds),
-        url,
-      ],
+    : new Deno.Command("node", {
+      args: ["-e", AUTOCANNON_SCRIPT, autocannonModule(), url, String(connections), String(timeoutSeconds)],
       stdout: "piped",
       stderr: "piped",
     })).spawn();

@@ -237,6 +237,10 @@ Deno.test("tally() counts non-2xx and connection errors as failed, and a 2xx wit
   equal(failed(outcome({ linesLogged: 1099 })), true, "one lost line fails");
   equal(failed(outcome({ exits: [0, 1, 0, 0] })), true, "an unclean exit fails");
   equal(failed(outcome({ error: "replica r3 not UP" })), true);
+  const silent = outcome({ keepAlive: { ...outcome().keepAlive!, sent: 1030, tool: "autocannon" }, linesLogged: 1100 });
+  equal(tally(silent).inFlightAtStop, 30);
+  equal(tally(silent).vanished, 14, "sent, never answered, never an error, beyond one in flight per connection");
+  equal(tally(silent).failed, 14);
 });
 
 Deno.test("row() and markdown() give the rollout table: counts as whole numbers, cycle seconds as median (min-max)", () => {
