@@ -5,8 +5,14 @@ import type { Metrics } from "./metrics.ts";
 
 /** What the shutdown sequence changes and the probes read. */
 export interface ServerState {
-  /** True from the first SIGTERM/SIGINT on: /readyz answers 503. */
+  /** True from the first SIGTERM/SIGINT on: /readyz answers 503 and every answer says `Connection: close`. */
   draining: boolean;
+}
+
+/** The trace and span of the request being handled, when OpenTelemetry is on. */
+export interface SpanIds {
+  traceId: string;
+  spanId: string;
 }
 
 /** Everything the handler depends on, passed in once. */
@@ -16,6 +22,10 @@ export interface HandlerOptions {
   state: ServerState;
   version: string;
   hostname: string;
+  /** Past this many requests in flight, requests other than probes and /metrics get a fast 503 (no limit if unset). */
+  maxInFlight?: number;
+  /** The active span of the request (given only when telemetry is on, so it costs nothing when off). */
+  span?: () => SpanIds | undefined;
   /** Milliseconds since the process started (performance.now by default). */
   uptimeMs?: () => number;
 }
@@ -32,75 +42,29 @@ export const ALLOWED_METHODS = "GET, HEAD";
 /** The route label for paths no route matches, so unknown paths share one metrics series. */
 export const UNMATCHED_ROUTE = "unmatched";
 
+/** The Retry-After (seconds) of an answer refused for overload. */
+export const RETRY_AFTER_SECONDS = 1;
+
+/** The interval between the lines of /stream. */
+export const STREAM_INTERVAL_MS = 500;
+
 const STANDARD_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]);
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const NO_BODY_STATUSES = new Set([204, 205, 304]);
+const TEXT = "text/plain; charset=utf-8";
 const encoder = new TextEncoder();
+const latin1Decoder = new TextDecoder();
 
-/** Reports the end of a streamed body: the status to log (499 when the client left) and the bytes sent. */
-type StreamDone = (status: number, bytes: number) => void;
-
-/** What a route answers, before it becomes a Response: the handler knows its size for the access line. */
-interface Reply {
-  status: number;
-  /** The body as a string: Deno.serve sends strings with less work than byte arrays. */
-  body: string | null;
-  /** The body's size in UTF-8 bytes, for the access line. */
-  bytes: number;
-  type?: string;
-  headers?: Record<string, string>;
-  /**
-   * A streamed body instead of `body`: the request stays in flight (and unlogged) until the stream ends,
-   * which calls `done` exactly once.
-   */
-  stream?: (done: StreamDone) => ReadableStream<Uint8Array>;
-}
-
-type RouteRun = (request: Request, param: string) => Reply | Promise<Reply>;
-
-/** One request on its way through the handler. */
-interface Exchange {
-  request: Request;
-  info: Deno.ServeHandlerInfo | undefined;
-  method: string;
-  path: string;
-  route: Route;
-  started: number;
-  id: string;
-}
-
-interface Route {
-  /** The route template, used as the metrics label. */
-  template: string;
-  run: RouteRun;
-}
+/**
+ * A valid Host (RFC 3986 authority without user info): a registered name (unreserved, percent-encoded or
+ * sub-delimiter characters), an IPv4 address or a bracketed IPv6 address, then an optional port up to 65535.
+ */
+const HOST = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*$|^\[[0-9A-Fa-f:.]+\]$/;
 
 /** The UTF-8 size of `text` (its length when it is ASCII, the common case, without encoding it). */
 export function utf8Length(text: string): number {
   // deno-lint-ignore no-control-regex -- the ASCII range is the point
   return /^[\x00-\x7f]*$/.test(text) ? text.length : encoder.encode(text).length;
-}
-
-function text(status: number, body: string, headers?: Record<string, string>): Reply {
-  return { status, ...sized(body), type: "text/plain; charset=utf-8", headers };
-}
-
-const OK = text(200, "ok\n");
-const DRAINING = text(503, "draining\n");
-const NOT_FOUND = text(404, "not found\n");
-const METHOD_NOT_ALLOWED = text(405, "method not allowed\n", { allow: ALLOWED_METHODS });
-const INTERNAL_ERROR = text(500, "internal server error\n");
-const BAD_DELAY = text(400, `bad delay: expected seconds from 0 to ${MAX_DELAY_SECONDS}, decimals allowed\n`);
-const BAD_STREAM = text(400, `bad stream: expected seconds from 0 to ${MAX_DELAY_SECONDS}, decimals allowed\n`);
-const BAD_STATUS = text(400, "bad status: expected a code from 200 to 599\n");
-
-/** A body and its UTF-8 size. */
-function sized(body: string): { body: string; bytes: number } {
-  return { body, bytes: utf8Length(body) };
-}
-
-function json(status: number, value: unknown): Reply {
-  return { status, ...sized(JSON.stringify(value) + "\n"), type: "application/json" };
 }
 
 /** Returns the incoming X-Request-Id when it is sane (1-128 of A-Z a-z 0-9 . _ : -), else a fresh UUID. */
@@ -129,6 +93,72 @@ export function parseStatus(param: string): number | undefined {
   return code >= 200 && code <= 599 ? code : undefined;
 }
 
+/** True when `authority` is a valid Host value: a host name or address and an optional port up to 65535. */
+export function validHost(authority: string): boolean {
+  let host = authority;
+  const colon = authority.lastIndexOf(":");
+  if (colon !== -1 && colon > authority.lastIndexOf("]")) {
+    const port = authority.slice(colon + 1);
+    if (!/^\d{0,5}$/.test(port) || Number(port) > 65535) return false;
+    host = authority.slice(0, colon);
+  }
+  return HOST.test(host);
+}
+
+/** The request target as the client sent it, split for the log and for routing. */
+export interface Target {
+  /** The path as sent, without the query string (which often carries secrets): what the access line shows. */
+  path: string;
+  /** The path the router matches: dot segments and percent-encoded unreserved characters resolved. */
+  route: string;
+  /** False when the authority (the Host header, or an absolute-form target's) is malformed: a 400. */
+  hostValid: boolean;
+}
+
+/**
+ * Splits Deno's `request.url` back into the request target the client sent. Deno builds that URL as
+ * `http://` + the Host header + the target (or, for an absolute-form target, the client's URL as is; with no
+ * Host, the listening address), so `new URL(url).pathname` lets a Host such as `x/metrics?` choose the route.
+ * Here the Host is validated and cut off exactly; only what follows it is the client's path.
+ */
+export function requestTarget(url: string, host: string | null): Target {
+  const start = url.indexOf("//") + 2;
+  let rest: string;
+  let authority: string;
+  if (host && url.startsWith(host, start) && url.charCodeAt(start + host.length) === 47 /* "/" */) {
+    authority = host;
+    rest = url.slice(start + host.length);
+  } else {
+    // An absolute-form target (Deno keeps its authority and ignores the Host header, as HTTP says to), or a Host
+    // Deno replaced by the listening address (missing, empty, or not ASCII).
+    const slash = url.indexOf("/", start);
+    authority = slash === -1 ? url.slice(start) : url.slice(start, slash);
+    rest = slash === -1 ? "/" : url.slice(slash);
+  }
+  const query = rest.indexOf("?");
+  const path = query === -1 ? rest : rest.slice(0, query);
+  // Only a path that could change under URL normalisation pays for the parser.
+  const route = /[%.\\#]/.test(path) ? routePath(path) : path;
+  // A Host header that is present must be valid even where Deno did not use it.
+  return { path, route, hostValid: validHost(authority) && (host === null || validHost(host)) };
+}
+
+function routePath(path: string): string {
+  try {
+    return new URL(path.replaceAll("#", "%23"), "http://h").pathname;
+  } catch {
+    return path;
+  }
+}
+
+/** Header values arrive as one character per byte: a UTF-8 value is decoded (invalid sequences become U+FFFD). */
+export function headerText(value: string): string {
+  if (!/[\x80-\xff]/.test(value)) return value;
+  const bytes = new Uint8Array(value.length);
+  for (let i = 0; i < value.length; i++) bytes[i] = value.charCodeAt(i);
+  return latin1Decoder.decode(bytes);
+}
+
 function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
@@ -139,38 +169,6 @@ const PAGE_HEADERS = {
   "x-frame-options": "DENY",
   "referrer-policy": "no-referrer",
 };
-
-/** The interval between the lines of /stream. */
-export const STREAM_INTERVAL_MS = 500;
-
-/** A body that sends "tick N" every STREAM_INTERVAL_MS for `seconds`, then ends; it stops when the client leaves. */
-function ticker(seconds: number, done: StreamDone): ReadableStream<Uint8Array> {
-  const ticks = Math.floor((seconds * 1000) / STREAM_INTERVAL_MS) + 1;
-  let sent = 0;
-  let bytes = 0;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      const tick = () => {
-        const chunk = encoder.encode(`tick ${sent}\n`);
-        controller.enqueue(chunk);
-        bytes += chunk.length;
-        sent++;
-        if (sent < ticks) {
-          timer = setTimeout(tick, STREAM_INTERVAL_MS);
-        } else {
-          controller.close();
-          done(200, bytes);
-        }
-      };
-      tick();
-    },
-    cancel() {
-      clearTimeout(timer);
-      done(499, bytes);
-    },
-  });
-}
 
 /** Waits `ms`, or less if the client goes away; true when the client went away. */
 function wait(ms: number, signal: AbortSignal): Promise<boolean> {
@@ -188,9 +186,113 @@ function wait(ms: number, signal: AbortSignal): Promise<boolean> {
   });
 }
 
+/**
+ * One request on its way through the handler: routes answer through it, so it knows the status and size the
+ * access line reports, and it completes the request exactly once, whatever the order of events.
+ */
+class Call {
+  status = 0;
+  bytes = 0;
+  /** Ask the client to close the connection after this answer. */
+  close = false;
+  /** A streamed answer: it completes from its stream, not when the handler returns. */
+  streamed = false;
+  /** The request's span, read on entry (where Deno's context for the request is active). */
+  span: SpanIds | undefined;
+  #done = false;
+
+  constructor(
+    readonly request: Request,
+    readonly info: Deno.ServeHandlerInfo | undefined,
+    readonly method: string,
+    readonly target: Target,
+    readonly route: Route,
+    readonly started: number,
+    readonly id: string,
+    readonly complete: (call: Call) => void,
+  ) {}
+
+  /** The answer with the headers every response carries. */
+  send(status: number, body: string | null, type?: string, extra?: Record<string, string>): Response {
+    this.status = status;
+    this.bytes = body === null || this.method === "HEAD" ? 0 : utf8Length(body);
+    return new Response(body, { status, headers: this.headers(type, extra) });
+  }
+
+  /** A text/plain answer. */
+  text(status: number, body: string, extra?: Record<string, string>): Response {
+    return this.send(status, body, TEXT, extra);
+  }
+
+  headers(type?: string, extra?: Record<string, string>): Record<string, string> {
+    const headers: Record<string, string> = extra
+      ? { "x-request-id": this.id, "x-content-type-options": "nosniff", ...extra }
+      : { "x-request-id": this.id, "x-content-type-options": "nosniff" };
+    if (type) headers["content-type"] = type;
+    if (this.close) headers.connection = "close";
+    return headers;
+  }
+
+  /**
+   * A streamed 200 that sends "tick N" every STREAM_INTERVAL_MS for `seconds`, pulled by Deno one line at a time.
+   * The request completes when Deno reports the response done (`info.completed`: after the last byte was written
+   * to the connection, or after the client went away); without `info` (a plain call), when the stream ends.
+   */
+  stream(seconds: number): Response {
+    this.status = 200;
+    if (this.method === "HEAD") {
+      // The headers GET sends (no Content-Length: the length is not known in advance), and no body.
+      return new Response(new ReadableStream({ start: (c) => c.close() }), { headers: this.headers(TEXT) });
+    }
+    this.streamed = true;
+    const ticks = Math.floor((seconds * 1000) / STREAM_INTERVAL_MS) + 1;
+    let sent = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const body = new ReadableStream<Uint8Array>({
+      pull: (controller) =>
+        new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            const chunk = encoder.encode(`tick ${sent}\n`);
+            controller.enqueue(chunk);
+            this.bytes += chunk.length;
+            if (++sent === ticks) {
+              controller.close();
+              if (!this.info) this.end();
+            }
+            resolve();
+          }, sent === 0 ? 0 : STREAM_INTERVAL_MS);
+        }),
+      cancel: () => {
+        clearTimeout(timer);
+        // 499 (nginx's "client closed request"): the client left before the last line.
+        this.status = 499;
+        if (!this.info) this.end();
+      },
+    }, { highWaterMark: 0 });
+    this.info?.completed.finally(() => this.end());
+    return new Response(body, { headers: this.headers(TEXT) });
+  }
+
+  /** Completes the request: metrics and access line, once. */
+  end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.complete(this);
+  }
+}
+
+interface Route {
+  /** The route template, used as the metrics label. */
+  template: string;
+  /** Probes and /metrics: never refused for overload, so the kubelet and Prometheus still get answers. */
+  exempt?: boolean;
+  run(call: Call, param: string): Response | Promise<Response>;
+}
+
 /** Builds the request handler around its dependencies. */
 export function createHandler(options: HandlerOptions): Handler {
-  const { logger, metrics, state, version, hostname } = options;
+  const { logger, metrics, state, version, hostname, span } = options;
+  const maxInFlight = options.maxInFlight ?? Infinity;
   const uptimeMs = options.uptimeMs ?? (() => performance.now());
   const page = `<!DOCTYPE html>
 <html>
@@ -204,161 +306,153 @@ export function createHandler(options: HandlerOptions): Handler {
   </body>
 </html>
 `;
-  const pageBytes = utf8Length(page);
-
-  const ok = () => OK;
+  const ok = (call: Call) => call.text(200, "ok\n");
   const exact = new Map<string, Route>([
-    ["/", {
-      template: "/",
-      run: () => ({
-        status: 200,
-        body: page,
-        bytes: pageBytes,
-        type: "text/html; charset=utf-8",
-        headers: PAGE_HEADERS,
-      }),
-    }],
-    ["/livez", { template: "/livez", run: ok }],
-    ["/healthz", { template: "/healthz", run: ok }],
+    ["/", { template: "/", run: (call) => call.send(200, page, "text/html; charset=utf-8", PAGE_HEADERS) }],
+    ["/livez", { template: "/livez", exempt: true, run: ok }],
+    ["/healthz", { template: "/healthz", exempt: true, run: ok }],
     ["/readyz", {
       template: "/readyz",
-      run: () => state.draining ? DRAINING : OK,
+      exempt: true,
+      run: (call) => state.draining ? call.text(503, "draining\n") : call.text(200, "ok\n"),
     }],
     ["/metrics", {
       template: "/metrics",
-      run: () => ({
-        status: 200,
-        ...sized(metrics.render()),
-        type: "text/plain; version=0.0.4; charset=utf-8",
-      }),
+      exempt: true,
+      run: (call) => call.send(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8"),
     }],
     ["/info", {
       template: "/info",
-      run: () =>
-        json(200, {
-          version,
-          hostname,
-          deno: Deno.version.deno,
-          v8: Deno.version.v8,
-          typescript: Deno.version.typescript,
-          uptime_seconds: Math.round(uptimeMs()) / 1000,
-        }),
+      run: (call) =>
+        call.send(
+          200,
+          JSON.stringify({
+            version,
+            hostname,
+            deno: Deno.version.deno,
+            v8: Deno.version.v8,
+            typescript: Deno.version.typescript,
+            uptime_seconds: Math.round(uptimeMs()) / 1000,
+          }) + "\n",
+          "application/json",
+        ),
     }],
   ]);
   const prefixed: [string, Route][] = [
     ["/delay/", {
       template: "/delay/:seconds",
-      run: async (request, param) => {
+      run: async (call, param) => {
         const seconds = parseDelay(param);
-        if (seconds === undefined) return BAD_DELAY;
-        const gone = await wait(seconds * 1000, request.signal);
+        if (seconds === undefined) {
+          return call.text(400, `bad delay: expected seconds from 0 to ${MAX_DELAY_SECONDS}, decimals allowed\n`);
+        }
+        const gone = await wait(seconds * 1000, call.request.signal);
         // 499 (nginx's "client closed request") records that nobody received the answer.
-        return gone ? text(499, "client closed request\n") : text(200, `waited ${seconds}s\n`);
+        return gone ? call.text(499, "client closed request\n") : call.text(200, `waited ${seconds}s\n`);
       },
     }],
     ["/stream/", {
       template: "/stream/:seconds",
-      run: (_request, param) => {
+      run: (call, param) => {
         const seconds = parseDelay(param);
-        if (seconds === undefined) return BAD_STREAM;
-        return {
-          status: 200,
-          body: null,
-          bytes: 0,
-          type: "text/plain; charset=utf-8",
-          stream: (done) => ticker(seconds, done),
-        };
+        if (seconds === undefined) {
+          return call.text(400, `bad stream: expected seconds from 0 to ${MAX_DELAY_SECONDS}, decimals allowed\n`);
+        }
+        return call.stream(seconds);
       },
     }],
     ["/status/", {
       template: "/status/:code",
-      run: (_request, param) => {
+      run: (call, param) => {
         const code = parseStatus(param);
-        if (code === undefined) return BAD_STATUS;
-        return NO_BODY_STATUSES.has(code) ? { status: code, body: null, bytes: 0 } : text(code, `status ${code}\n`);
+        if (code === undefined) return call.text(400, "bad status: expected a code from 200 to 599\n");
+        return NO_BODY_STATUSES.has(code) ? call.send(code, null) : call.text(code, `status ${code}\n`);
       },
     }],
   ];
-  const notFound: Route = { template: UNMATCHED_ROUTE, run: () => NOT_FOUND };
+  const notFound: Route = { template: UNMATCHED_ROUTE, run: (call) => call.text(404, "not found\n") };
 
-  function match(path: string): { route: Route; param: string } {
+  function match(path: string): [Route, string] {
     const route = exact.get(path);
-    if (route) return { route, param: "" };
+    if (route) return [route, ""];
     for (const [prefix, r] of prefixed) {
-      if (path.startsWith(prefix) && path.indexOf("/", prefix.length) === -1) {
-        return { route: r, param: path.slice(prefix.length) };
-      }
+      if (path.startsWith(prefix) && path.indexOf("/", prefix.length) === -1) return [r, path.slice(prefix.length)];
     }
-    return { route: notFound, param: "" };
+    return [notFound, ""];
   }
 
   /** Writes the metrics and the access line of a finished request. */
-  function complete(ex: Exchange, status: number, bytes: number): void {
+  function complete(call: Call): void {
     metrics.inFlight.add(-1);
-    const seconds = (performance.now() - ex.started) / 1000;
-    metrics.record(methodLabel(ex.method), ex.route.template, status, seconds);
-    const remote = ex.info?.remoteAddr;
+    const seconds = (performance.now() - call.started) / 1000;
+    metrics.record(methodLabel(call.method), call.route.template, call.status, seconds);
+    const remote = call.info?.remoteAddr;
+    const ids = call.span;
     logger.access({
-      method: ex.method,
-      path: ex.path,
-      status,
-      bytes,
+      method: call.method,
+      path: call.target.path,
+      status: call.status,
+      bytes: call.bytes,
       durationMs: seconds * 1000,
       remote: remote && "hostname" in remote ? remote.hostname : "",
-      userAgent: ex.request.headers.get("user-agent") ?? "",
-      requestId: ex.id,
+      userAgent: headerText(call.request.headers.get("user-agent") ?? ""),
+      requestId: call.id,
+      traceId: ids?.traceId,
+      spanId: ids?.spanId,
     });
   }
 
-  /** Turns the reply into the Response; the request completes now, or when a streamed body ends. */
-  function finish(ex: Exchange, reply: Reply): Response {
-    const headers: Record<string, string> = reply.headers
-      ? { "x-request-id": ex.id, "x-content-type-options": "nosniff", ...reply.headers }
-      : { "x-request-id": ex.id, "x-content-type-options": "nosniff" };
-    if (reply.type) headers["content-type"] = reply.type;
-    // From the first signal on, every answer asks the client to close its connection: a keep-alive connection
-    // is pinned to this pod (kube-proxy keeps it on the pod it was opened to), so only a new connection can
-    // reach a ready one, and it must be opened before the drain closes this listener.
-    if (state.draining) headers.connection = "close";
-    const head = ex.method === "HEAD";
-    if (reply.stream && !head) {
-      const body = reply.stream((status, bytes) => complete(ex, status, bytes));
-      return new Response(body, { status: reply.status, headers });
-    }
-    const response = new Response(reply.body, { status: reply.status, headers });
-    complete(ex, reply.status, head ? 0 : reply.bytes);
-    return response;
+  function failed(call: Call, error: unknown): Response {
+    logger.error("handler failed", { error, request_id: call.id, method: call.method, path: call.target.path });
+    return call.text(500, "internal server error\n");
   }
 
-  function failed(ex: Exchange, error: unknown): Reply {
-    logger.error("handler failed", { error, request_id: ex.id, method: ex.method, path: ex.path });
-    return INTERNAL_ERROR;
+  /** Completes a plain answer now; a streamed one completes from its stream. */
+  function done(call: Call, response: Response): Response {
+    if (!call.streamed) call.end();
+    return response;
   }
 
   // Not async: most routes answer synchronously, and a plain Response spares Deno.serve a promise per request.
   return function handle(request: Request, info?: Deno.ServeHandlerInfo): Response | Promise<Response> {
     const started = performance.now();
-    const path = new URL(request.url).pathname;
-    const { route, param } = match(path);
-    const ex: Exchange = {
+    const target = requestTarget(request.url, request.headers.get("host"));
+    const [route, param] = match(target.route);
+    const call = new Call(
       request,
       info,
-      method: request.method,
-      path,
+      request.method,
+      target,
       route,
       started,
-      id: requestId(request.headers.get("x-request-id")),
-    };
+      requestId(request.headers.get("x-request-id")),
+      complete,
+    );
+    call.close = state.draining;
+    if (span) call.span = span();
+    const waiting = metrics.inFlight.get();
     metrics.inFlight.add(1);
-    let reply: Reply | Promise<Reply>;
+    let response: Response | Promise<Response>;
     try {
-      reply = ex.method === "GET" || ex.method === "HEAD" ? route.run(request, param) : METHOD_NOT_ALLOWED;
+      if (!target.hostValid) {
+        call.close = true;
+        response = call.text(400, "bad host header\n");
+      } else if (call.method !== "GET" && call.method !== "HEAD") {
+        response = call.text(405, "method not allowed\n", { allow: ALLOWED_METHODS });
+      } else if (waiting >= maxInFlight && !route.exempt) {
+        // Overload: a fast refusal costs almost nothing, while an accepted slow request holds memory until it ends.
+        call.close = true;
+        metrics.rejected.inc();
+        response = call.text(503, "overloaded\n", { "retry-after": String(RETRY_AFTER_SECONDS) });
+      } else {
+        response = route.run(call, param);
+      }
     } catch (error) {
-      reply = failed(ex, error);
+      response = failed(call, error);
     }
-    if (reply instanceof Promise) {
-      return reply.catch((error) => failed(ex, error)).then((r) => finish(ex, r));
+    if (response instanceof Promise) {
+      return response.catch((error) => failed(call, error)).then((r) => done(call, r));
     }
-    return finish(ex, reply);
+    return done(call, response);
   };
 }

@@ -1,14 +1,18 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import {
   createHandler,
+  headerText,
   methodLabel,
   parseDelay,
   parseStatus,
   requestId,
+  requestTarget,
   type ServerState,
   utf8Length,
+  validHost,
 } from "./handler.ts";
-import { Logger, MemoryWriter } from "./logging.ts";
+import { Logger } from "./logging.ts";
+import { MemoryWriter } from "./testing.ts";
 import { Metrics } from "./metrics.ts";
 import fc from "fast-check";
 
@@ -25,12 +29,41 @@ function setup(overrides: { metrics?: Metrics } = {}) {
     hostname: "pod-<7>",
     uptimeMs: () => 1500,
   });
-  const info: Deno.ServeHandlerInfo = {
-    remoteAddr: { transport: "tcp", hostname: "10.1.2.3", port: 5555 },
-    completed: Promise.resolve(),
+  // As Deno.serve does, `completed` resolves once the response is done: here when the test says so (done()).
+  let completed = Promise.withResolvers<void>();
+  const call = (path: string, init?: RequestInit) => {
+    completed = Promise.withResolvers<void>();
+    const info = { remoteAddr: { transport: "tcp", hostname: "10.1.2.3", port: 5555 }, completed: completed.promise };
+    return handler(new Request(`http://localhost${path}`, init), info as Deno.ServeHandlerInfo);
   };
-  const call = (path: string, init?: RequestInit) => handler(new Request(`http://localhost${path}`, init), info);
-  return { out, metrics, state, call };
+  const done = async () => {
+    completed.resolve();
+    await completed.promise;
+    await Promise.resolve();
+  };
+  return { out, metrics, state, call, done };
+}
+
+/**
+ * The handler with its logger and metrics, called with a request whose `url` may be one `new Request` would refuse
+ * (Deno.serve builds it from the client's Host header without parsing it): `url` replaces the request's.
+ */
+function setupRaw(options: { maxInFlight?: number } = {}) {
+  const out = new MemoryWriter();
+  const metrics = new Metrics({ version: "1.2.3", startTimeSeconds: 1, rss: () => 1 });
+  const inner = createHandler({
+    logger: new Logger({ writer: out }),
+    metrics,
+    state: { draining: false },
+    version: "1.2.3",
+    hostname: "pod",
+    maxInFlight: options.maxInFlight,
+  });
+  const handler = (request: Request, info?: Deno.ServeHandlerInfo, url?: string) => {
+    const raw = { url: url ?? request.url, method: request.method, headers: request.headers, signal: request.signal };
+    return inner(raw as Request, info);
+  };
+  return { out, metrics, handler };
 }
 
 Deno.test("handler() serves the demo page with the host name and version, HTML-escaped", async () => {
@@ -250,12 +283,14 @@ Deno.test("methodLabel() keeps standard methods and folds the rest into _OTHER",
 });
 
 Deno.test("handler() streams /stream/{seconds} and writes the access line when the stream ends", async () => {
-  const { call, out, metrics } = setup();
+  const { call, out, metrics, done } = setup();
   const res = await call("/stream/1");
   equal(res.status, 200);
   equal(out.lines.length, 0, "nothing logged while the body is still streaming");
   equal(metrics.inFlight.get(), 1, "a streaming response is in flight");
   equal(await res.text(), "tick 0\ntick 1\ntick 2\n");
+  equal(out.lines.length, 0, "nothing logged until Deno reports the response done");
+  await done();
   const [access] = out.records();
   equal(access.path, "/stream/1");
   equal(access.status, 200);
@@ -265,11 +300,14 @@ Deno.test("handler() streams /stream/{seconds} and writes the access line when t
 });
 
 Deno.test("handler() logs a /stream the client abandons as 499 with the bytes sent", async () => {
-  const { call, out, metrics } = setup();
+  const { call, out, metrics, done } = setup();
   const res = await call("/stream/10");
   const reader = res.body!.getReader();
   equal(new TextDecoder().decode((await reader.read()).value), "tick 0\n");
   await reader.cancel();
+  await done();
+  await done(); // a second completion event changes nothing: each request completes exactly once
+  equal(out.lines.length, 1);
   const [access] = out.records();
   equal(access.status, 499);
   equal(access.bytes, 7);
@@ -279,7 +317,8 @@ Deno.test("handler() logs a /stream the client abandons as 499 with the bytes se
   await bad.body?.cancel();
   const head = await call("/stream/5", { method: "HEAD" });
   equal(head.status, 200);
-  equal(head.body, null);
+  equal(await head.text(), "");
+  equal(head.headers.get("content-length"), null, "no length: GET streams a body of unknown length");
   equal(out.records().at(-1)!.bytes, 0);
 });
 
@@ -331,4 +370,152 @@ Deno.test("utf8Length() counts UTF-8 bytes, ASCII or not", () => {
   equal(utf8Length("€"), 3);
   equal(utf8Length("😀"), 4);
   equal(utf8Length(""), 0);
+});
+
+Deno.test("requestTarget() takes the path the client sent, never what the Host header shifts", () => {
+  // Deno builds request.url as "http://" + Host + target.
+  deepStrictEqual(requestTarget("http://x/metrics?/private?token=abc", "x/metrics?"), {
+    path: "/private",
+    route: "/private",
+    hostValid: false,
+  });
+  deepStrictEqual(requestTarget("http://h:8080/livez?x=1", "h:8080"), {
+    path: "/livez",
+    route: "/livez",
+    hostValid: true,
+  });
+  // The log keeps the path as sent; the router resolves dot segments and percent-encoding.
+  deepStrictEqual(requestTarget("http://h/a/../livez", "h"), { path: "/a/../livez", route: "/livez", hostValid: true });
+  deepStrictEqual(requestTarget("http://h/%2e%2e/livez", "h"), {
+    path: "/%2e%2e/livez",
+    route: "/livez",
+    hostValid: true,
+  });
+  // An absolute-form target: its own authority counts (Deno ignores Host), and it must be valid too.
+  deepStrictEqual(requestTarget("http://foo/livez?q", "other"), { path: "/livez", route: "/livez", hostValid: true });
+  equal(requestTarget("http://foo:99999/livez", "x").hostValid, false);
+  // No Host (HTTP/1.0): Deno uses the listening address.
+  deepStrictEqual(requestTarget("http://localhost:8080/livez", null), {
+    path: "/livez",
+    route: "/livez",
+    hostValid: true,
+  });
+  // A Host Deno could not use (not ASCII) is still judged.
+  equal(requestTarget("http://localhost:8080/livez", "H\xc3\xa9").hostValid, false);
+});
+
+Deno.test("validHost() accepts names, IPv4, bracketed IPv6 and ports up to 65535, and nothing else", () => {
+  for (const good of ["x", "example.com", "a-b.c_d~", "10.0.0.1:8080", "[::1]", "[::1]:80", "h:", "%41"]) {
+    ok(validHost(good), good);
+  }
+  for (const bad of ["a b", "x:99999", "[x]", "a|b", "x/metrics?", "x#", "user@h", "x\\y", "a:b:c", "H\xe9", "[::1"]) {
+    ok(!validHost(bad), bad);
+  }
+});
+
+Deno.test("handler() answers a malformed Host with 400, an access line and a metrics series, and closes", async () => {
+  const { out, metrics, handler } = setupRaw();
+  for (const host of ["a b", "x:99999", "[x]", "a|b", "x/metrics?", "x/status/503?", "x#"]) {
+    const res = await handler(
+      new Request("http://h/readyz", { headers: { host } }),
+      undefined,
+      `http://${host}/readyz`,
+    );
+    equal(res.status, 400, host);
+    equal(res.headers.get("connection"), "close", host);
+    await res.body?.cancel();
+  }
+  const access = out.records().filter((r) => r.msg === "access");
+  equal(access.length, 7);
+  ok(access.every((r) => r.status === 400 && r.path === "/readyz"));
+  match(metrics.render(), /^http_requests_total\{method="GET",route="\/readyz",code="400"\} 7$/m);
+  equal(metrics.inFlight.get(), 0);
+});
+
+Deno.test("property: no Host value or target makes the handler answer a route other than the target's, or a 500", async () => {
+  const { out, handler } = setupRaw();
+  const hostChar = fc.constantFrom(..."ab0:/?#[]@!$&'()*+,;=%. |\\\"<>{}^`~-_");
+  await fc.assert(
+    fc.asyncProperty(
+      fc.string({ unit: hostChar, maxLength: 12 }),
+      fc.constantFrom("/livez", "/readyz", "/missing", "/private?token=abc", "/a/../livez", "/status/418"),
+      async (host, target) => {
+        // As Deno builds it: the Host header's value (trimmed, as every header value is), then the target.
+        const url = `http://${new Headers({ host }).get("host")}${target}`;
+        const res = await handler(new Request(`http://placeholder${target}`, { headers: { host } }), undefined, url);
+        await res.body?.cancel();
+        const line = out.records().at(-1)!;
+        equal(line.path, target.split("?")[0]);
+        ok(res.status !== 500, `${host} ${target}: ${res.status}`);
+        if (res.status !== 400) {
+          const expected = target.startsWith("/status")
+            ? 418
+            : target.includes("livez") || target === "/readyz"
+            ? 200
+            : 404;
+          equal(res.status, expected, `${JSON.stringify(host)} ${target}`);
+        }
+      },
+    ),
+  );
+});
+
+Deno.test("handler() tells every client to close its connection once draining", async () => {
+  const { call, state } = setup();
+  const before = await call("/livez");
+  equal(before.headers.get("connection"), null);
+  state.draining = true;
+  for (const path of ["/livez", "/readyz", "/", "/missing", "/status/500"]) {
+    const res = await call(path);
+    equal(res.headers.get("connection"), "close", path);
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("handler() refuses requests past maxInFlight with a fast 503, Retry-After and a count; probes still answer", async () => {
+  const { out, metrics, handler } = setupRaw({ maxInFlight: 2 });
+  const controller = new AbortController();
+  const slow = [1, 2].map(() => handler(new Request("http://h/delay/5", { signal: controller.signal })));
+  const refused = await handler(new Request("http://h/delay/5"));
+  equal(refused.status, 503);
+  equal(refused.headers.get("retry-after"), "1");
+  equal(refused.headers.get("connection"), "close");
+  equal(await refused.text(), "overloaded\n");
+  for (const probe of ["/livez", "/healthz", "/readyz", "/metrics"]) {
+    const res = await handler(new Request(`http://h${probe}`));
+    equal(res.status, 200, probe);
+    await res.body?.cancel();
+  }
+  match(metrics.render(), /^shipshape_requests_rejected_total 1$/m);
+  match(metrics.render(), /^http_requests_total\{method="GET",route="\/delay\/:seconds",code="503"\} 1$/m);
+  controller.abort();
+  await Promise.all(slow);
+  equal(metrics.inFlight.get(), 0);
+  equal(out.records().filter((r) => r.msg === "access" && r.status === 503).length, 1);
+});
+
+Deno.test("handler() answers HEAD with the headers GET sends, on every route", async () => {
+  const { call } = setup();
+  for (
+    const path of ["/", "/livez", "/readyz", "/info", "/metrics", "/missing", "/status/418", "/stream/1", "/delay/0"]
+  ) {
+    const get = await call(path);
+    const head = await call(path, { method: "HEAD" });
+    const names = (res: Response) =>
+      [...res.headers.keys()].filter((k) => k !== "x-request-id" && k !== "content-length").sort();
+    deepStrictEqual(names(head), names(get), path);
+    equal(head.status, get.status, path);
+    await head.body?.cancel(); // Deno.serve sends no body for HEAD (and the length of GET's); the real server test checks it
+    await get.body?.cancel();
+  }
+});
+
+Deno.test("handler() logs a UTF-8 user agent as UTF-8, not as one character per byte", async () => {
+  const { out, handler } = setupRaw();
+  // Deno hands header values over one character per byte: "é" arrives as "\xc3\xa9".
+  const res = await handler(new Request("http://h/livez", { headers: { "user-agent": "caf\xc3\xa9" } }));
+  await res.body?.cancel();
+  equal(out.records().at(-1)!.user_agent, "café");
+  equal(headerText("plain"), "plain");
+  equal(headerText("\xff"), "\ufffd");
 });

@@ -12,9 +12,9 @@ import {
   LineWriter,
   Logger,
   MAX_FIELD_LENGTH,
-  MemoryWriter,
   type SyncWriter,
 } from "./logging.ts";
+import { MemoryWriter } from "./testing.ts";
 
 const TIME = new Date("2026-11-27T01:02:03.456Z");
 const now = () => TIME;

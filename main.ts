@@ -3,14 +3,27 @@
 import meta from "./deno.json" with { type: "json" };
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { createHandler, type ServerState } from "./handler.ts";
+import { Listener } from "./listener.ts";
 import { Logger } from "./logging.ts";
 import { Metrics } from "./metrics.ts";
 
 /** The version of this build (deno.json's "version"). */
 export const VERSION: string = meta.version;
 
-/** Exit code of a start stopped by a bad setting. */
+/** Exit code of a start stopped by a bad setting or bad arguments. */
 export const EXIT_BAD_CONFIG = 2;
+
+/**
+ * A signal within this many milliseconds of the first is the same event, not a second one: Ctrl-C in a terminal
+ * signals the whole process group, and `deno task` forwards the signal it got as well, so the server sees two.
+ */
+export const SIGNAL_REPEAT_MS = 500;
+
+/** How long an exit waits for buffered log lines to reach stdout. */
+export const LOG_FLUSH_MS = 2000;
+
+/** How long the exit of a second signal ("at once") waits for buffered log lines. */
+const LOG_FLUSH_AT_ONCE_MS = 200;
 
 const SIGNAL_NUMBERS = { SIGINT: 2, SIGTERM: 15 } as const;
 type ShutdownSignal = keyof typeof SIGNAL_NUMBERS;
@@ -41,21 +54,28 @@ async function settled(metrics: Metrics): Promise<void> {
   while (metrics.inFlight.get() > 0) await sleep(10);
 }
 
+/** What the shutdown sequence works on. */
+export interface ShutdownOptions {
+  signal: ShutdownSignal;
+  listener: Listener;
+  state: ServerState;
+  metrics: Metrics;
+  logger: Logger;
+  config: Config;
+  /** Deno.exit after the log is flushed. */
+  exit: (code: number) => never;
+}
+
 /**
- * The shutdown sequence, top to bottom (design.md). Called once, on the first SIGTERM or SIGINT; a second
- * signal is handled by the listener in serve() and exits at once.
+ * The shutdown sequence, top to bottom. Called once, on the first SIGTERM or SIGINT; a second signal is
+ * handled by the signal listener and exits at once.
  */
-async function shutdown(
-  signal: ShutdownSignal,
-  listener: Listener,
-  state: ServerState,
-  metrics: Metrics,
-  logger: Logger,
-  config: Config,
-): Promise<never> {
+async function shutdown({ signal, listener, state, metrics, logger, config, exit }: ShutdownOptions): Promise<never> {
   const started = performance.now();
   // 1. Fail readiness at once, so Kubernetes takes the pod out of its Service endpoints; liveness stays 200
-  //    so the kubelet does not restart a pod that is only stopping.
+  //    so the kubelet does not restart a pod that is only stopping. From now on every answer also says
+  //    `Connection: close`: a keep-alive connection stays on this pod (kube-proxy pins it), so its client must
+  //    open a new one, which the Service sends to a ready pod.
   state.draining = true;
   logger.info("shutdown started", {
     signal,
@@ -64,7 +84,8 @@ async function shutdown(
     in_flight: metrics.inFlight.get(),
   });
   // 2. Keep serving normally for the delay: endpoint removal reaches kube-proxy, ingress controllers and load
-  //    balancers only after a while, and they keep sending new connections until it does.
+  //    balancers only after a while, and they keep sending new connections until it does. Busy keep-alive
+  //    clients get their `Connection: close` answers meanwhile and move.
   if (config.shutdownDelayMs > 0) await sleep(config.shutdownDelayMs);
   // 3. Drain: stop accepting, close idle keep-alive connections, let in-flight requests finish (streams too).
   //    shutdown() has no deadline of its own, so it races the timeout. (Aborting the serve signal instead would
@@ -80,14 +101,17 @@ async function shutdown(
       duration_ms: Math.round(performance.now() - started),
       drain_ms: Math.round(performance.now() - drainStarted),
     });
-    Deno.exit(0);
+    return exit(0);
   }
+  // cut_off counts the requests whose answer the handler had not yet handed to Deno in full (a streamed one
+  // counts until Deno reports its last byte written). An answer already handed over but not yet read by a slow
+  // client is not counted: the exit closes its connection as well.
   logger.error("shutdown timed out: in-flight requests cut off", {
     cut_off: metrics.inFlight.get(),
     timeout_ms: config.shutdownTimeoutMs,
     duration_ms: Math.round(performance.now() - started),
   });
-  Deno.exit(1);
+  return exit(1);
 }
 
 function hostName(): string {
@@ -110,91 +134,65 @@ export function guardProcess(logger: Logger): void {
   });
 }
 
-/** The longest pause between two attempts to listen again. */
-const MAX_RELISTEN_MS = 2000;
-
 /**
- * The listening socket, kept alive. Deno.serve's accept loop ends for good on an accept error (EMFILE: the
- * process is out of file descriptors) while the process runs on, deaf. So when a server's loop ends outside a
- * shutdown, the address is listened on again, quietly retried with back-off until descriptors are free: one
- * error line when it fails, one line when it listens again, never a line per failed attempt. The failed
- * server's open connections are left to finish (calling shutdown() on it cuts their requests off); the drain
- * waits for them through the in-flight count.
+ * Installs the SIGTERM/SIGINT listeners (first of all: as PID 1 a signal that finds no listener kills Deno) and
+ * returns the function that hands them the shutdown once the server exists. A signal that arrives before that
+ * waits for it. A repeat within SIGNAL_REPEAT_MS of the first is the same event; a later one exits at once.
  */
-export class Listener {
-  #options: Deno.ServeTcpOptions;
-  #handler: Deno.ServeHandler<Deno.NetAddr>;
-  #logger: Logger;
-  /** The servers whose accept loop still runs. */
-  #servers = new Set<Deno.HttpServer<Deno.NetAddr>>();
-  #stopping = false;
-  #listened = false;
-
-  constructor(options: Deno.ServeTcpOptions, handler: Deno.ServeHandler<Deno.NetAddr>, logger: Logger) {
-    this.#options = options;
-    this.#handler = handler;
-    this.#logger = logger;
-  }
-
-  /** Listens; throws when it cannot (address in use, not permitted). */
-  listen(): void {
-    const server = Deno.serve({
-      ...this.#options,
-      onListen: ({ hostname, port }) => {
-        const again = this.#listened;
-        this.#listened = true;
-        this.#logger.info(again ? "listening again" : "listening", {
-          address: hostname,
-          port,
-          version: VERSION,
-          pid: Deno.pid,
-        });
-      },
-    }, this.#handler);
-    // PORT=0 picked a free port: listening again must take the same one.
-    this.#options = { ...this.#options, port: server.addr.port };
-    this.#servers.add(server);
-    server.finished.then(() => this.#servers.delete(server), (error) => {
-      this.#servers.delete(server);
-      if (this.#stopping) return;
-      this.#logger.error("accept loop failed: listening again as soon as possible", { error });
-      this.#retry(100);
+function listenForSignals(): (
+  onFirst: (signal: ShutdownSignal) => void,
+  onSecond: (signal: ShutdownSignal, first: ShutdownSignal) => never,
+) => void {
+  let first: { signal: ShutdownSignal; at: number } | undefined;
+  let handlers: { onFirst: (s: ShutdownSignal) => void; onSecond: (s: ShutdownSignal, f: ShutdownSignal) => never };
+  for (const signal of Object.keys(SIGNAL_NUMBERS) as ShutdownSignal[]) {
+    Deno.addSignalListener(signal, () => {
+      if (!first) {
+        first = { signal, at: performance.now() };
+        handlers?.onFirst(signal);
+      } else if (performance.now() - first.at >= SIGNAL_REPEAT_MS) {
+        if (handlers) handlers.onSecond(signal, first.signal);
+        Deno.exit(128 + SIGNAL_NUMBERS[signal]);
+      }
     });
   }
-
-  #retry(delayMs: number): void {
-    setTimeout(() => {
-      if (this.#stopping) return;
-      try {
-        this.listen();
-      } catch {
-        this.#retry(Math.min(delayMs * 2, MAX_RELISTEN_MS));
-      }
-    }, delayMs);
-  }
-
-  /** Stops accepting and resolves once the connections of every listening server have finished. */
-  async shutdown(): Promise<void> {
-    this.#stopping = true;
-    await Promise.all([...this.#servers].map((server) => server.shutdown()));
-  }
+  return (onFirst, onSecond) => {
+    handlers = { onFirst, onSecond };
+    if (first) onFirst(first.signal);
+  };
 }
 
 /** Starts the server with the environment's config and installs the shutdown sequence. */
 export function serve(): void {
+  const signals = listenForSignals();
   const config = readConfig();
-  const logger = new Logger({ level: config.logLevel, format: config.logFormat });
+  const logger = new Logger({
+    level: config.logLevel,
+    format: config.logFormat,
+    bufferBytes: config.logBufferBytes,
+    bufferFull: config.logBufferFull,
+  });
+  const exit = (code: number, flushMs = LOG_FLUSH_MS): never => {
+    logger.flush(flushMs);
+    Deno.exit(code);
+  };
   const metrics = new Metrics({
     version: VERSION,
     startTimeSeconds: Math.round(performance.timeOrigin) / 1000,
-    logLinesLost: () => logger.writer.lost,
-    logWriteWaits: () => logger.writer.waits,
+    log: logger.writer,
   });
   const state: ServerState = { draining: false };
-  const handler = createHandler({ logger, metrics, state, version: VERSION, hostname: hostName() });
+  const handler = createHandler({
+    logger,
+    metrics,
+    state,
+    version: VERSION,
+    hostname: hostName(),
+    maxInFlight: config.maxInFlight,
+  });
   guardProcess(logger);
-  const listener = new Listener(
-    {
+  const listener = new Listener({
+    serve: {
       port: config.port,
       hostname: config.host,
       onError: (error) => {
@@ -204,28 +202,39 @@ export function serve(): void {
     },
     handler,
     logger,
-  );
+    fields: { version: VERSION, pid: Deno.pid },
+    onState: (listening) => metrics.listening.set(listening ? 1 : 0),
+  });
 
-  // Signal listeners go in before the server listens: a signal that arrives right after the "listening" line
-  // must find them.
-  let first: ShutdownSignal | undefined;
-  for (const signal of Object.keys(SIGNAL_NUMBERS) as ShutdownSignal[]) {
-    Deno.addSignalListener(signal, () => {
-      if (first) {
-        logger.warn("second signal: exiting at once", { signal, first });
-        Deno.exit(128 + SIGNAL_NUMBERS[signal]);
-      }
-      first = signal;
-      shutdown(signal, listener, state, metrics, logger, config);
-    });
-  }
+  signals(
+    (signal) => {
+      // A failure inside the sequence must not leave the pod at readiness 503 until it is killed.
+      shutdown({ signal, listener, state, metrics, logger, config, exit }).catch((error) => {
+        logger.error("shutdown failed", { error });
+        exit(1);
+      });
+    },
+    (signal, first) => {
+      logger.warn("second signal: exiting at once", { signal, first });
+      return exit(128 + SIGNAL_NUMBERS[signal], LOG_FLUSH_AT_ONCE_MS);
+    },
+  );
 
   try {
     listener.listen();
   } catch (error) {
     logger.error("listen failed", { error, host: config.host, port: config.port });
-    Deno.exit(1);
+    exit(1);
   }
+}
+
+/**
+ * The URL `healthcheck` asks: /livez on the configured port. A server on all addresses (0.0.0.0, or :: which also
+ * takes IPv4 on Linux) is asked over 127.0.0.1, the loopback address the permissions allow.
+ */
+export function healthcheckUrl(config: Pick<Config, "host" | "port">): string {
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  return `http://${host}:${config.port}/livez`;
 }
 
 /**
@@ -233,9 +242,7 @@ export function serve(): void {
  * shell-less image have a HEALTHCHECK and exec probes without curl.
  */
 export async function healthcheck(): Promise<number> {
-  const config = readConfig();
-  const host = config.host === "0.0.0.0" || config.host === "::" || config.host === "[::]" ? "127.0.0.1" : config.host;
-  const url = `http://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${config.port}/livez`;
+  const url = healthcheckUrl(readConfig());
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
     await response.body?.cancel();

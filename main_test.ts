@@ -3,7 +3,8 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import deno from "./deno.json" with { type: "json" };
 import { VARIABLES } from "./config.ts";
-import { get, getFresh, KeepAliveClient, ServerProcess, sleep } from "./testing.ts";
+import { SIGNAL_REPEAT_MS } from "./main.ts";
+import { get, getFresh, KeepAliveClient, ServerProcess, sleep, waitUntil } from "./testing.ts";
 
 Deno.test("main.ts serves every endpoint and logs one JSON access line per request on stdout only", async () => {
   const server = await ServerProcess.start();
@@ -156,6 +157,7 @@ Deno.test("main.ts exits at once, non-zero, on a second signal", async () => {
   const server = await ServerProcess.start({ SHUTDOWN_DELAY: "30" });
   server.kill("SIGTERM");
   await server.waitFor("shutdown started");
+  await sleep(SIGNAL_REPEAT_MS + 100); // a deliberate second signal, not the echo of the first
   const signalled = performance.now();
   server.kill("SIGINT");
   equal(await server.exit(), 130);
@@ -165,10 +167,30 @@ Deno.test("main.ts exits at once, non-zero, on a second signal", async () => {
   equal(last.signal, "SIGINT");
 });
 
+Deno.test("main.ts drains on Ctrl-C under `deno task run`: the signal to the process group counts once", async () => {
+  // Ctrl-C signals the terminal's whole process group: `deno task` and the server both get SIGINT, and deno task
+  // forwards its own as well. setsid gives the task its own group, as a terminal does.
+  const task = new ServerProcess({ SHUTDOWN_TIMEOUT: "5" }, ["setsid", Deno.execPath(), "task", "run"]);
+  const listening = await task.waitFor("listening");
+  task.port = listening.port as number;
+  const inFlight = getFresh(task.url("/delay/1"));
+  await waitUntil(async () => /^http_requests_in_flight 2$/m.test((await getFresh(task.url("/metrics"))).body));
+  const kill = new Deno.Command("kill", { args: ["-INT", "--", `-${task.pid}`] }).outputSync();
+  equal(kill.code, 0, new TextDecoder().decode(kill.stderr));
+  equal((await inFlight).status, 200, "the in-flight request is answered");
+  equal(await task.exit(), 0);
+  const msgs = task.records().map((r) => r.msg);
+  ok(!msgs.includes("second signal: exiting at once"), msgs.join(", "));
+  equal(msgs.at(-1), "shutdown complete");
+});
+
 Deno.test("main.ts refuses each bad setting with exit 2 and one line naming the variable", async () => {
   const bad: { [key: string]: string } = {
     PORT: "eighty",
     HOST: "no such host!",
+    LOG_BUFFER: "1k",
+    LOG_BUFFER_FULL: "block",
+    MAX_IN_FLIGHT: "0",
     LOG_LEVEL: "loud",
     LOG_FORMAT: "xml",
     SHUTDOWN_DELAY: "-1",

@@ -14,7 +14,8 @@ import YAML from "yaml";
 import deno from "./deno.json" with { type: "json" };
 import { loadConfig, parseDuration, SETTINGS, VARIABLES } from "./config.ts";
 import { createHandler } from "./handler.ts";
-import { Logger, MemoryWriter } from "./logging.ts";
+import { Logger } from "./logging.ts";
+import { MemoryWriter } from "./testing.ts";
 import { Metrics } from "./metrics.ts";
 import { freePort } from "./testing.ts";
 

@@ -39,12 +39,16 @@ export class Counter implements Metric {
     this.series(labels).value += by;
   }
 
-  /** The series with these label values, created at 0 when new (callers on a hot path keep it). */
+  /** The series with these label values, created at 0 when new. */
   series(labels: readonly string[]): { value: number } {
-    const key = labels.join("\u0000");
+    return this.keyed(labels.join("\u0000"), () => labels);
+  }
+
+  /** The series under `key` (its label values joined by NUL); `labels` makes them only when the series is new. */
+  keyed(key: string, labels: () => readonly string[]): { value: number } {
     let entry = this.#values.get(key);
     if (!entry) {
-      entry = { labels: [...labels], value: 0 };
+      entry = { labels: [...labels()], value: 0 };
       this.#values.set(key, entry);
     }
     return entry;
@@ -63,19 +67,10 @@ export class Counter implements Metric {
   }
 }
 
-/**
- * A single series whose value is set, or read from a function at scrape time. With type "counter" it
- * exposes a count kept elsewhere (the function must only grow).
- */
+/** A single series whose value the server sets. */
 export class Gauge implements Metric {
   #value = 0;
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly collect?: () => number,
-    readonly labels: Record<string, string> = {},
-    readonly type: "gauge" | "counter" = "gauge",
-  ) {}
+  constructor(readonly name: string, readonly help: string) {}
 
   /** Sets the value. */
   set(value: number): void {
@@ -89,13 +84,34 @@ export class Gauge implements Metric {
 
   /** The current value. */
   get(): number {
-    return this.collect ? this.collect() : this.#value;
+    return this.#value;
   }
 
   render(lines: string[]): void {
-    header(lines, this.name, this.help, this.type);
-    const names = Object.keys(this.labels);
-    lines.push(`${this.name}${labelText(names, Object.values(this.labels))} ${formatNumber(this.get())}`);
+    header(lines, this.name, this.help, "gauge");
+    lines.push(`${this.name} ${formatNumber(this.#value)}`);
+  }
+}
+
+/** How a Collected metric is declared. */
+export interface CollectedOptions {
+  name: string;
+  help: string;
+  /** "counter" for a count kept elsewhere that only grows, "gauge" for anything else. */
+  type: "gauge" | "counter";
+  /** Read at scrape time. */
+  collect: () => number;
+  labels?: Record<string, string>;
+}
+
+/** A single series read from a function at scrape time: a value or a count kept elsewhere. */
+export class Collected implements Metric {
+  constructor(readonly options: CollectedOptions) {}
+
+  render(lines: string[]): void {
+    const { name, help, type, collect, labels = {} } = this.options;
+    header(lines, name, help, type);
+    lines.push(`${name}${labelText(Object.keys(labels), Object.values(labels))} ${formatNumber(collect())}`);
   }
 }
 
@@ -122,12 +138,16 @@ export class Histogram implements Metric {
     this.observeIn(this.series(labels), value);
   }
 
-  /** The series with these label values, created empty when new (callers on a hot path keep it). */
+  /** The series with these label values, created empty when new. */
   series(labels: readonly string[]): HistogramSeries {
-    const key = labels.join("\u0000");
+    return this.keyed(labels.join("\u0000"), () => labels);
+  }
+
+  /** The series under `key` (its label values joined by NUL); `labels` makes them only when the series is new. */
+  keyed(key: string, labels: () => readonly string[]): HistogramSeries {
     let s = this.#series.get(key);
     if (!s) {
-      s = { labels: [...labels], counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
+      s = { labels: [...labels()], counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
       this.#series.set(key, s);
     }
     return s;
@@ -161,17 +181,15 @@ export class Histogram implements Metric {
   }
 }
 
-/** What createMetrics needs to know about the process. */
+/** What Metrics needs to know about the process and the log writer. */
 export interface MetricsOptions {
   version: string;
   /** Process start, in seconds since the epoch. */
   startTimeSeconds: number;
   /** Resident set size in bytes. */
   rss?: () => number;
-  /** Log lines lost to a failed stdout. */
-  logLinesLost?: () => number;
-  /** Waits of the log writer for a full non-blocking stdout. */
-  logWriteWaits?: () => number;
+  /** The log writer's counts (LineWriter's fields). */
+  log?: { lost: number; waits: number; dropped: number };
 }
 
 /** The server's metrics, and its Prometheus text exposition. */
@@ -186,59 +204,74 @@ export class Metrics {
   );
   /** Requests being handled now. */
   readonly inFlight = new Gauge("http_requests_in_flight", "Requests being handled now.");
+  /** Requests refused with 503 because MAX_IN_FLIGHT requests were in flight. */
+  readonly rejected = new Counter(
+    "shipshape_requests_rejected_total",
+    "Requests refused with 503 because MAX_IN_FLIGHT requests were in flight.",
+  );
+  /** 1 while the server accepts connections; 0 before, while it listens again after an accept failure, and after the drain began. */
+  readonly listening = new Gauge(
+    "shipshape_listening",
+    "1 while the server accepts connections, 0 while it does not (listening again after an accept failure, draining).",
+  );
   #all: Metric[];
-  #recorded = new Map<string, { count: { value: number }; duration: HistogramSeries }>();
 
   constructor(options: MetricsOptions) {
     const rss = options.rss ?? (() => Deno.memoryUsage().rss);
-    const lost = options.logLinesLost ?? (() => 0);
-    const waits = options.logWriteWaits ?? (() => 0);
+    const log = options.log ?? { lost: 0, waits: 0, dropped: 0 };
+    this.rejected.inc([], 0); // exposed at 0 from the start, so a rate over it has a first sample
     this.#all = [
       this.requests,
       this.duration,
       this.inFlight,
-      new Gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss),
-      new Gauge(
-        "process_start_time_seconds",
-        "Start time of the process since the epoch, in seconds.",
-        () => options.startTimeSeconds,
-      ),
-      new Gauge(
-        "shipshape_log_lines_lost_total",
-        "Log lines that could not be written because stdout failed.",
-        lost,
-        {},
-        "counter",
-      ),
-      new Gauge(
-        "shipshape_log_write_waits_total",
-        "Times a log write waited for a full non-blocking stdout (back-pressure from the log reader).",
-        waits,
-        {},
-        "counter",
-      ),
-      new Gauge("shipshape_build_info", "Build information; the value is always 1.", () => 1, {
-        version: options.version,
-        deno: Deno.version.deno,
+      this.rejected,
+      this.listening,
+      new Collected({
+        name: "process_resident_memory_bytes",
+        help: "Resident memory size in bytes.",
+        type: "gauge",
+        collect: rss,
+      }),
+      new Collected({
+        name: "process_start_time_seconds",
+        help: "Start time of the process since the epoch, in seconds.",
+        type: "gauge",
+        collect: () => options.startTimeSeconds,
+      }),
+      new Collected({
+        name: "shipshape_log_lines_lost_total",
+        help: "Log lines that could not be written because stdout failed.",
+        type: "counter",
+        collect: () => log.lost,
+      }),
+      new Collected({
+        name: "shipshape_log_lines_dropped_total",
+        help: "Log lines dropped because the log buffer was full (LOG_BUFFER_FULL=drop).",
+        type: "counter",
+        collect: () => log.dropped,
+      }),
+      new Collected({
+        name: "shipshape_log_write_waits_total",
+        help: "Times logging waited for stdout: a full log buffer, or a full non-blocking stdout.",
+        type: "counter",
+        collect: () => log.waits,
+      }),
+      new Collected({
+        name: "shipshape_build_info",
+        help: "Build information; the value is always 1.",
+        type: "gauge",
+        collect: () => 1,
+        labels: { version: options.version, deno: Deno.version.deno },
       }),
     ];
   }
 
   /** Records one answered request. */
   record(method: string, route: string, status: number, seconds: number): void {
-    // One string key and one lookup per request instead of label arrays: this runs on every request, and the
-    // label sets are bounded (methods folded, route templates, status codes).
-    const key = method + " " + route + " " + status;
-    let series = this.#recorded.get(key);
-    if (!series) {
-      series = {
-        count: this.requests.series([method, route, String(status)]),
-        duration: this.duration.series([method, route]),
-      };
-      this.#recorded.set(key, series);
-    }
-    series.count.value++;
-    this.duration.observeIn(series.duration, seconds);
+    // The series maps are keyed by the joined label values; building that key here spares an array per request.
+    const key = method + "\u0000" + route;
+    this.requests.keyed(key + "\u0000" + status, () => [method, route, String(status)]).value++;
+    this.duration.observeIn(this.duration.keyed(key, () => [method, route]), seconds);
   }
 
   /** The text exposition (format 0.0.4). */

@@ -1,5 +1,5 @@
 import { equal, match, ok } from "node:assert/strict";
-import { Counter, escapeLabel, Gauge, Histogram, Metrics } from "./metrics.ts";
+import { Collected, Counter, escapeLabel, Gauge, Histogram, Metrics } from "./metrics.ts";
 
 function lines(m: { render(lines: string[]): void }): string[] {
   const out: string[] = [];
@@ -17,12 +17,19 @@ Deno.test("Counter adds per label set and renders HELP, TYPE and one sample per 
   equal(lines(c).join("\n"), '# HELP x_total Things.\n# TYPE x_total counter\nx_total{a="1"} 3\nx_total{a="2"} 1');
 });
 
-Deno.test("Gauge renders a set value, or the value of its collect function", () => {
+Deno.test("Gauge renders its set value; Collected renders the value of its function, with its type and labels", () => {
   const g = new Gauge("g", "G.");
   g.set(5);
   g.add(-2);
   equal(lines(g)[2], "g 3");
-  equal(lines(new Gauge("h", "H.", () => 42, { v: "1" }))[2], 'h{v="1"} 42');
+  const collected = new Collected({
+    name: "h_total",
+    help: "H.",
+    type: "counter",
+    collect: () => 42,
+    labels: { v: "1" },
+  });
+  equal(lines(collected).join("\n"), '# HELP h_total H.\n# TYPE h_total counter\nh_total{v="1"} 42');
 });
 
 Deno.test("Histogram renders cumulative buckets, +Inf, sum and count", () => {
@@ -51,8 +58,7 @@ Deno.test("Metrics.render() exposes requests, durations, in-flight, memory, star
     version: "9.9.9",
     startTimeSeconds: 1700000000.5,
     rss: () => 1234,
-    logLinesLost: () => 2,
-    logWriteWaits: () => 3,
+    log: { lost: 2, waits: 3, dropped: 4 },
   });
   m.record("GET", "/delay/:seconds", 200, 0.2);
   m.inFlight.add(1);
@@ -65,6 +71,9 @@ Deno.test("Metrics.render() exposes requests, durations, in-flight, memory, star
   match(text, /^# TYPE shipshape_log_lines_lost_total counter$/m);
   match(text, /^shipshape_log_lines_lost_total 2$/m);
   match(text, /^shipshape_log_write_waits_total 3$/m);
+  match(text, /^shipshape_log_lines_dropped_total 4$/m);
+  match(text, /^shipshape_listening 0$/m);
+  match(text, /^shipshape_requests_rejected_total 0$/m);
   match(text, new RegExp(`^shipshape_build_info\\{version="9.9.9",deno="${Deno.version.deno}"\\} 1$`, "m"));
   ok(text.endsWith("\n"));
   // Every sample line is "name{labels} value" or "name value" (the exposition grammar, roughly).

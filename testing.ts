@@ -4,6 +4,7 @@
  */
 
 import deno from "./deno.json" with { type: "json" };
+import type { SyncWriter } from "./logging.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
 
@@ -281,5 +282,34 @@ export class KeepAliveClient {
       }
       if (this.pauseMs > 0) await sleep(this.pauseMs);
     }
+  }
+}
+
+/** A SyncWriter that keeps the lines in memory: what tests inject instead of stdout. */
+export class MemoryWriter implements SyncWriter {
+  #decoder = new TextDecoder();
+  #pending = "";
+  /** Every complete line written so far, without its newline. */
+  readonly lines: string[] = [];
+
+  writeSync(bytes: Uint8Array): number {
+    const parts = (this.#pending + this.#decoder.decode(bytes, { stream: true })).split("\n");
+    this.#pending = parts.pop() ?? "";
+    this.lines.push(...parts);
+    return bytes.length;
+  }
+
+  /** The lines parsed as JSON records. */
+  records(): { [key: string]: unknown }[] {
+    return this.lines.map((line) => JSON.parse(line));
+  }
+}
+
+/** Polls `condition` every 20 ms until it holds; fails after `ms` (state to wait on, instead of a fixed sleep). */
+export async function waitUntil(condition: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition}`);
+    await sleep(20);
   }
 }

@@ -6,7 +6,7 @@
 import { guardProcess } from "../main.ts";
 import { Logger } from "../logging.ts";
 
-guardProcess(new Logger());
+guardProcess(new Logger({ writer: Deno.stdout })); // synchronous writes: the probe checks the guard, not the writer
 Promise.reject(new TypeError("nobody awaited this"));
 setTimeout(() => {
   throw new RangeError("thrown in a timer");
