@@ -240,7 +240,7 @@ Deno.test("tally() counts non-2xx and connection errors as failed, and a 2xx wit
   const silent = outcome({ keepAlive: { ...outcome().keepAlive!, sent: 1030, tool: "autocannon" }, linesLogged: 1100 });
   equal(tally(silent).inFlightAtStop, 30);
   equal(tally(silent).vanished, 14, "sent, never answered, never an error, beyond one in flight per connection");
-  equal(tally(silent).failed, 14);
+  equal(tally(silent).failed, 0, "reported, not counted: the tools' sent counts are approximate");
 });
 
 Deno.test("row() and markdown() give the rollout table: counts as whole numbers, cycle seconds as median (min-max)", () => {
