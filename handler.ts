@@ -2,17 +2,12 @@
 
 import type { Logger } from "./logging.ts";
 import type { Metrics } from "./metrics.ts";
+import type { SpanIds } from "./tracing.ts";
 
 /** What the shutdown sequence changes and the probes read. */
 export interface ServerState {
   /** True from the first SIGTERM/SIGINT on: /readyz answers 503 and every answer says `Connection: close`. */
   draining: boolean;
-}
-
-/** The trace and span of the request being handled, when OpenTelemetry is on. */
-export interface SpanIds {
-  traceId: string;
-  spanId: string;
 }
 
 /** Everything the handler depends on, passed in once. */

@@ -6,6 +6,7 @@ import { createHandler, type ServerState } from "./handler.ts";
 import { Listener } from "./listener.ts";
 import { Logger } from "./logging.ts";
 import { Metrics } from "./metrics.ts";
+import { activeSpan, TELEMETRY_ENABLED } from "./tracing.ts";
 
 /** The version of this build (deno.json's "version"). */
 export const VERSION: string = meta.version;
@@ -189,6 +190,8 @@ export function serve(): void {
     version: VERSION,
     hostname: hostName(),
     maxInFlight: config.maxInFlight,
+    // Only with OpenTelemetry on: with it off, the handler skips the lookup altogether.
+    span: TELEMETRY_ENABLED ? activeSpan : undefined,
   });
   guardProcess(logger);
   const listener = new Listener({

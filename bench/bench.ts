@@ -9,12 +9,25 @@
  */
 
 import { haveWrk, runLoad } from "./load.ts";
-import { FIGURES, markdown, type Row, svg } from "./report.ts";
+import {
+  chart,
+  checkTargets,
+  containerMarkdown,
+  FIGURES,
+  IMAGE_OVERHEAD,
+  markdown,
+  routeFigures,
+  routeMarkdown,
+  ROUTES,
+  type Row,
+} from "./report.ts";
 import { summarize } from "./stats.ts";
 import { cpuSeconds, freePort, getFresh, rssBytes, sleep } from "../testing.ts";
-import { imageSizes, type Running, type Subject, subjects } from "./subjects.ts";
+import { imageBinaryBytes, imageSizes, type Running, type Subject, subjects } from "./subjects.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
+/** The container floor: the static Go server in an image FROM scratch. */
+const GO_FLOOR = "go scratch container";
 
 interface Options {
   quick: boolean;
@@ -45,15 +58,18 @@ function parseOptions(args: string[]): Options {
     quick,
     only: value("--only")?.split(","),
     out: value("--out") ?? `${ROOT}bench/results`,
-    starts: runs ?? (quick ? 3 : 7),
+    starts: runs ?? (quick ? 2 : 7),
     drains: runs ?? (quick ? 1 : 3),
     loadRounds: runs ?? (quick ? 1 : 5),
-    loadSeconds: seconds ?? (quick ? 3 : 10),
+    loadSeconds: seconds ?? (quick ? 2 : 10),
   };
 }
 
+const BEGAN = performance.now();
+
 function progress(message: string): void {
-  Deno.stderr.writeSync(new TextEncoder().encode(`bench: ${message}\n`));
+  const at = ((performance.now() - BEGAN) / 1000).toFixed(1);
+  Deno.stderr.writeSync(new TextEncoder().encode(`bench: ${message} (at ${at} s)\n`));
 }
 
 /** GET on its own connection; the status and whether the whole body arrived, or 0 on a failed request. */
@@ -115,6 +131,7 @@ async function machine() {
     node: await version("node", ["--version"]),
     podman: await version("podman", ["--version"]),
     wrk: await version("wrk", ["-v"]),
+    go: await version("go", ["version"]),
   };
 }
 
@@ -127,6 +144,15 @@ export async function bench(options: Options): Promise<Row[]> {
   const chosen = options.only ? all.filter((s) => options.only!.includes(s.name)) : all;
   if (options.only && chosen.length !== options.only.length) {
     throw new Error(`--only: known subjects are ${all.map((s) => s.name).join(", ")}`);
+  }
+  for (const s of chosen) {
+    if (s.skip || !s.prepare) continue;
+    progress(`${s.name}: preparing (building its image)`);
+    try {
+      s.skip = await s.prepare();
+    } catch (error) {
+      s.skip = `${s.name}: ${error instanceof Error ? error.message.split("\n")[0] : error}`;
+    }
   }
   for (const s of chosen) if (s.skip) progress(`skipping ${s.skip}`);
   const live = chosen.filter((s) => !s.skip);
@@ -151,6 +177,9 @@ export async function bench(options: Options): Promise<Row[]> {
         const sizes = await imageSizes(subject.image!);
         push(s, "image", sizes.bytes);
         push(s, "image_gzip", sizes.gzipBytes);
+        const binary = await imageBinaryBytes(subject.image!);
+        push(s, "binary", binary);
+        push(s, IMAGE_OVERHEAD.key, sizes.bytes - binary);
       });
     }
   }
@@ -189,30 +218,33 @@ export async function bench(options: Options): Promise<Row[]> {
 
   for (let round = 1; round <= options.loadRounds; round++) {
     for (const subject of live) {
-      progress(
-        `load (${options.loadSeconds} s, 50 connections): ${subject.name}, run ${round} of ${options.loadRounds}`,
-      );
-      await attempt(subject, "load", async () => {
-        const s = samples.get(subject.name)!;
-        const { running } = await startReady(subject);
-        try {
-          const url = `http://127.0.0.1:${running.port}/readyz`;
-          await runLoad(url, 1); // warm-up: JIT, connection setup
-          const pid = await running.pid();
-          const cpuBefore = cpuSeconds(pid);
-          const result = await runLoad(url, options.loadSeconds);
-          // The server's own CPU time per answered request: unlike req/s, not shared with the load generator.
-          push(s, "cpu_request", ((cpuSeconds(pid) - cpuBefore) * 1e6) / result.requests);
-          push(s, "rps", result.requestsPerSecond);
-          push(s, "p99", result.p99Ms);
-          push(s, "rss_load", rssBytes(pid));
-          if (result.errors) progress(`${subject.name}: ${result.errors} errors under load`);
-          push(s, "load_errors", result.errors);
-        } finally {
-          await terminate(running);
-        }
-        push(s, "log_lines", running.lines());
-      });
+      for (const path of subject.routes ?? ["/readyz"]) {
+        const suffix = ROUTES.find((r) => r.path === path)?.suffix ?? "";
+        progress(
+          `load on ${path} (${options.loadSeconds} s, 50 connections): ${subject.name}, run ${round} of ${options.loadRounds}`,
+        );
+        await attempt(subject, `load ${path}`, async () => {
+          const s = samples.get(subject.name)!;
+          const { running } = await startReady(subject);
+          try {
+            const url = `http://127.0.0.1:${running.port}${path}`;
+            await runLoad(url, 1); // warm-up: JIT, connection setup
+            const pid = await running.pid();
+            const cpuBefore = cpuSeconds(pid);
+            const result = await runLoad(url, options.loadSeconds);
+            // The server's own CPU time per answered request: unlike req/s, not shared with the load generator.
+            push(s, `cpu_request${suffix}`, ((cpuSeconds(pid) - cpuBefore) * 1e6) / result.requests);
+            push(s, `rps${suffix}`, result.requestsPerSecond);
+            push(s, `p99${suffix}`, result.p99Ms);
+            push(s, `rss_load${suffix}`, rssBytes(pid));
+            if (result.errors) progress(`${subject.name}: ${result.errors} errors under load on ${path}`);
+            push(s, `load_errors${suffix}`, result.errors);
+          } finally {
+            await terminate(running);
+          }
+          push(s, `log_lines${suffix}`, running.lines());
+        });
+      }
     }
   }
 
@@ -220,10 +252,26 @@ export async function bench(options: Options): Promise<Row[]> {
     name: subject.name,
     skip: subject.skip,
     figures: Object.fromEntries(
-      FIGURES.map((f) => [f.key, summarize(samples.get(subject.name)?.[f.key] ?? [])]),
+      Object.entries(samples.get(subject.name) ?? {}).map(([key, values]) => [key, summarize(values)]),
     ),
   }));
-  const table = markdown(rows);
+  const isContainer = new Set(chosen.filter((s) => s.image).map((s) => s.name));
+  const targets = checkTargets(rows, {
+    floor: GO_FLOOR,
+    containers: ["shipshape container", "shipshape compiled container"],
+    servers: ["shipshape", "shipshape compiled"],
+  });
+  const table = [
+    markdown(rows.filter((r) => !isContainer.has(r.name))),
+    `Containers (each \`podman run --rm --read-only --no-healthcheck -p 127.0.0.1:PORT:8080 IMAGE\`):\n`,
+    containerMarkdown(rows.filter((r) => isContainer.has(r.name)), GO_FLOOR),
+    `Throughput per route (x floor: to the same-response floor "${ROUTES[0].floor}"; x bare: to "${
+      ROUTES[0].bare
+    }"):\n`,
+    routeMarkdown(rows.filter((r) => chosen.find((s) => s.name === r.name)?.routes)),
+    "Targets (ratios in this run):\n",
+    ...targets.map((t) => `- ${t.text}`),
+  ].join("\n") + "\n";
   console.log(table);
 
   Deno.mkdirSync(options.out, { recursive: true });
@@ -233,7 +281,14 @@ export async function bench(options: Options): Promise<Row[]> {
     options,
     machine: await machine(),
     load_tool: haveWrk() ? "wrk" : "autocannon",
-    subjects: chosen.map((s) => ({ name: s.name, skipped: s.skip, samples: samples.get(s.name) ?? {} })),
+    subjects: chosen.map((s) => ({
+      name: s.name,
+      image: s.image,
+      routes: s.routes ?? ["/readyz"],
+      skipped: s.skip,
+      samples: samples.get(s.name) ?? {},
+    })),
+    targets,
     errors,
   };
   // A quick run never overwrites the full run's files (those are the ones committed and shown in the README).
@@ -241,7 +296,8 @@ export async function bench(options: Options): Promise<Row[]> {
   Deno.writeTextFileSync(`${stem}.json`, JSON.stringify(result, null, 2) + "\n");
   Deno.writeTextFileSync(`${stem}.md`, table);
   const title = `shipshape benchmark (${result.mode}, ${result.machine.cores} cores, ${result.finished.slice(0, 10)})`;
-  Deno.writeTextFileSync(`${stem}.svg`, svg(rows, title));
+  const figures = [...FIGURES, IMAGE_OVERHEAD, ...ROUTES.filter((r) => r.suffix).flatMap(routeFigures)];
+  Deno.writeTextFileSync(`${stem}.svg`, chart(rows, title, figures));
   progress(`wrote ${stem}.json, .md and .svg`);
   if (errors.length) progress(`${errors.length} measurements failed: see "errors" in ${stem}.json`);
   return rows;

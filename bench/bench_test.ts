@@ -1,9 +1,24 @@
 import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import { parseAutocannon, parseWrk } from "./load.ts";
-import { cell, FIGURES, markdown, type Row, svg } from "./report.ts";
+import {
+  cell,
+  chart,
+  checkTargets,
+  containerMarkdown,
+  FIGURES,
+  IMAGE_OVERHEAD,
+  markdown,
+  routeFigures,
+  routeMarkdown,
+  ROUTES,
+  type Row,
+  svg,
+} from "./report.ts";
 import { soak } from "./soak.ts";
 import { ratio, summarize } from "./stats.ts";
+import { FLOOR_IMAGES, imageBinaryBytes, subjects, targetTag } from "./subjects.ts";
+import { freePort, getFresh, sleep } from "../testing.ts";
 
 const DATA = new URL("./testdata/", import.meta.url);
 
@@ -130,6 +145,10 @@ Deno.test("bench.ts runs end to end on the shipshape process and writes its resu
     const samples = result.subjects[0].samples;
     const keys = ["ready", "stop", "rss_idle", "drain_stop", "drain_ok", "rps", "p99", "rss_load", "log_lines"];
     for (const key of [...keys, "cpu_request"]) equal(samples[key]?.length, 1, key);
+    for (const key of ["rps_page", "p99_page", "cpu_request_page", "log_lines_page"]) {
+      equal(samples[key]?.length, 1, `the / route is loaded too: ${key}`);
+    }
+    match(stdout, /^\| \/ \| shipshape \| [\d,]+ \| - \| - \|/m);
     equal(samples.drain_ok[0], 10);
     ok(samples.rps[0] > 0);
     // A second of load at thousands of requests/s uses tens of CPU ticks at least: 0 would mean a broken reading.
@@ -150,4 +169,210 @@ Deno.test("soak() restarts the process under load and counts no lost request or 
   equal(result.requestsLost, 0);
   equal(result.logLinesLost, 0);
   deepStrictEqual(result.uncleanExits, []);
+});
+
+const MIB = 1048576;
+const CONTAINER_ROWS: Row[] = [
+  {
+    name: "shipshape container",
+    figures: {
+      image: summarize([95 * MIB]),
+      binary: summarize([91 * MIB]),
+      image_overhead: summarize([4 * MIB]),
+      ready: summarize([250]),
+      stop: summarize([330, 340]),
+    },
+  },
+  {
+    name: "go scratch container",
+    figures: {
+      image: summarize([4.3 * MIB]),
+      binary: summarize([4.3 * MIB]),
+      image_overhead: summarize([0]),
+      ready: summarize([200]),
+      stop: summarize([320]),
+    },
+  },
+  { name: "shipshape compiled container", skip: "shipshape compiled container: no denort", figures: {} },
+];
+
+Deno.test("containerMarkdown() adds the image's overhead over its binary and ratios to the floor row", () => {
+  const text = containerMarkdown(CONTAINER_ROWS, "go scratch container");
+  match(
+    text,
+    /^\| subject \| image \(MiB\) \| image gz \(MiB\) \| binary \(MiB\) \| image over binary \(MiB\) \| ready/m,
+  );
+  match(text, /^\| shipshape container \| 95\.0 \| - \| 91\.0 \| 4\.00 \| 250 \| 335 \(330-340\) \|/m);
+  match(text, /^Ratios to go scratch container/m);
+  match(text, /^\| shipshape container \| 1\.25 \| 1\.05 \| - \| - \| - \| - \|$/m);
+  match(text, /^Skipped: shipshape compiled container: no denort$/m);
+});
+
+const ROUTE_ROWS: Row[] = [
+  {
+    name: "shipshape",
+    figures: { rps: summarize([50_000]), cpu_request: summarize([15]), rps_page: summarize([30_000]) },
+  },
+  {
+    name: "deno bare",
+    figures: { rps: summarize([70_000]), cpu_request: summarize([10]), rps_page: summarize([60_000]) },
+  },
+  {
+    name: "deno bare + contract",
+    figures: { rps: summarize([52_000]), cpu_request: summarize([14]), rps_page: summarize([31_000]) },
+  },
+];
+
+Deno.test("routeMarkdown() gives each route's req/s and CPU per request against its floor and the bare server", () => {
+  const text = routeMarkdown(ROUTE_ROWS);
+  match(text, /^\| \/readyz \| shipshape \| 50,000 \| 0\.96 \| 0\.71 \| 15\.0 \| 1\.07 \| 1\.50 \| - \|$/m);
+  match(text, /^\| \/ \| shipshape \| 30,000 \| 0\.97 \| 0\.50 \| - \| - \| - \| - \|$/m);
+  match(text, /^\| \/ \| deno bare \+ contract \| 31,000 \| 1\.00 \| 0\.52 \|/m);
+  equal(text.split("\n").filter((l) => l.startsWith("| /")).length, 6);
+});
+
+Deno.test("checkTargets() says met, NOT met or not measured for each target", () => {
+  const checks = checkTargets([...CONTAINER_ROWS, ...ROUTE_ROWS], {
+    floor: "go scratch container",
+    containers: ["shipshape container", "shipshape compiled container"],
+    servers: ["shipshape"],
+  });
+  const texts = checks.map((c) => `${c.met} ${c.text}`);
+  match(texts[0], /^true shipshape container: ready 1\.25x the go scratch container's \(250 ms against 200 ms\)/);
+  match(texts[1], /^true shipshape container: idle stop 1\.05x/);
+  match(texts[2], /^true shipshape container: image 4\.19 MB \(4\.00 MiB\) over its binary .*: met$/);
+  match(texts[3], /^true \/readyz: shipshape by req\/s: 0\.96 of its same-response floor/);
+  match(texts[4], /^false \/readyz: shipshape by CPU per request: 0\.93 .*: NOT met$/);
+  match(texts[5], /^true \/: shipshape by req\/s: 0\.97/);
+  match(texts[6], /^undefined \/: shipshape by CPU per request: - .*: not measured$/);
+  equal(checks.length, 7, "the skipped compiled container is not checked");
+  const big = checkTargets([{ name: "c", figures: { image_overhead: summarize([5.1e6]) } }], {
+    floor: "f",
+    containers: ["c"],
+    servers: [],
+  });
+  equal(big[2].met, false);
+});
+
+Deno.test("chart() draws the container and per-route figures it is given", () => {
+  const text = chart([...CONTAINER_ROWS, ...ROUTE_ROWS], "t", [...FIGURES, IMAGE_OVERHEAD, ...routeFigures(ROUTES[1])]);
+  equal(XMLValidator.validate(text), true);
+  ok(text.includes("image over binary (MiB), lower is better"));
+  ok(text.includes("req/s on / (req/s), higher is better"));
+});
+
+Deno.test("targetTag() names the other target's image beside the given one", () => {
+  equal(targetTag("localhost/shipshape:floors", "runtime"), "localhost/shipshape:floors-runtime");
+  equal(targetTag("localhost/shipshape", "compiled"), "localhost/shipshape:latest-compiled");
+  equal(targetTag("localhost:5000/shipshape", "compiled"), "localhost:5000/shipshape:latest-compiled");
+});
+
+/** One raw HTTP/1.1 exchange; the response head and body as sent, with the Date line taken out. */
+async function raw(port: number, path: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(
+    new TextEncoder().encode(
+      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: same-id-1\r\nUser-Agent: t\r\nConnection: close\r\n\r\n`,
+    ),
+  );
+  let text = "";
+  for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) text += chunk;
+  return text.replace(/^date: .*\r\n/im, "");
+}
+
+async function ready(port: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if ((await getFresh(`http://127.0.0.1:${port}/readyz`).catch(() => ({ status: 0 }))).status === 200) return;
+    await sleep(20);
+  }
+  throw new Error(`no 200 on port ${port} within 10 s`);
+}
+
+Deno.test("the same-response floor sends shipshape's bytes and headers on / and /readyz; the bare server its page", async () => {
+  const all = subjects({ image: "localhost/none", compiled: "/nonexistent" });
+  const names = ["shipshape", "deno bare + contract", "deno bare"];
+  const started = names.map((name) => all.find((s) => s.name === name)!.start(freePort()));
+  try {
+    for (const r of started) await ready(r.port);
+    const [ship, floor, bare] = started;
+    for (const path of ["/", "/readyz"]) {
+      const expected = await raw(ship.port, path);
+      match(expected, /^HTTP\/1\.1 200 OK\r\nx-request-id: same-id-1\r\nx-content-type-options: nosniff\r\n/);
+      equal(await raw(floor.port, path), expected, path);
+    }
+    const page = await raw(ship.port, "/");
+    const barePage = await raw(bare.port, "/");
+    equal(barePage.split("\r\n\r\n")[1], page.split("\r\n\r\n")[1], "the same page body");
+    match(barePage, /^HTTP\/1\.1 200 OK\r\ncontent-type: text\/html; charset=utf-8\r\ncontent-length: \d+\r\n/);
+  } finally {
+    for (const r of started) {
+      await r.terminate();
+      equal(await r.exited, 0);
+    }
+  }
+  for (const r of started) ok(r.lines() >= 2, "one access line per request");
+});
+
+Deno.test("the Go floor builds FROM scratch as one static file run by a numeric user, and drains on SIGTERM", async () => {
+  const root = new URL("../", import.meta.url).pathname;
+  const tag = "localhost/shipshape-bench-go:test";
+  const build = await new Deno.Command("bash", { args: ["tools/go_image.sh", tag], cwd: root, stdin: "null" }).output();
+  const stderr = new TextDecoder().decode(build.stderr);
+  equal(build.code, 0, stderr);
+  try {
+    const said = /\/server (\d+) bytes/.exec(new TextDecoder().decode(build.stdout));
+    ok(said, "go_image.sh names the binary's size");
+    equal(await imageBinaryBytes(tag), Number(said[1]));
+    const inspect = await new Deno.Command("podman", {
+      args: [
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.User}} {{json .Config.Entrypoint}} {{len .RootFS.Layers}}",
+        tag,
+      ],
+    }).output();
+    equal(new TextDecoder().decode(inspect.stdout).trim(), '65532:65532 ["/server"] 1');
+    const size = Number(
+      new TextDecoder().decode(
+        (await new Deno.Command("podman", { args: ["image", "inspect", "--format", "{{.Size}}", tag] }).output())
+          .stdout,
+      ),
+    );
+    ok(size - Number(said[1]) < 64 * 1024, `image ${size} bytes for a ${said[1]}-byte binary`);
+  } finally {
+    await new Deno.Command("podman", { args: ["rmi", "--force", tag], stdout: "null", stderr: "null" }).output();
+  }
+  equal(FLOOR_IMAGES.go, "localhost/shipshape-bench-go:latest");
+
+  // The same source as a plain process: its routes, one access line per request, and the drain.
+  const dir = Deno.makeTempDirSync({ prefix: "shipshape-go-" });
+  try {
+    const go = await new Deno.Command("go", {
+      args: ["build", "-o", `${dir}/server`, "."],
+      cwd: `${root}bench/baselines/go_server`,
+      env: { CGO_ENABLED: "0" },
+    }).output();
+    equal(go.code, 0, new TextDecoder().decode(go.stderr));
+    const port = freePort();
+    const child = new Deno.Command(`${dir}/server`, {
+      env: { PORT: String(port), HOST: "127.0.0.1" },
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const out = new Response(child.stdout).text();
+    await ready(port);
+    const page = await getFresh(`http://127.0.0.1:${port}/`);
+    match(page.body, /This is a demo page!/);
+    const slow = getFresh(`http://127.0.0.1:${port}/delay/0.5`);
+    await sleep(100);
+    child.kill("SIGTERM");
+    deepStrictEqual(await slow, { status: 200, body: "waited\n" });
+    equal((await child.status).code, 0);
+    const lines = (await out).trimEnd().split("\n");
+    equal(lines.length, 3, lines.join("\n"));
+    match(lines[2], /^GET \/delay\/0\.5 200 7 /);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

@@ -18,7 +18,7 @@ import { haveWrk, startLoad } from "./load.ts";
 import { deploymentSettings, type RolloutSettings } from "./manifest.ts";
 import { startNewConnectionClient } from "./new_connection_client.ts";
 import { LOAD_PATH, type Replica, type RolloutSubject, rolloutSubjects } from "./replicas.ts";
-import { markdown, type Row, svg, writeResults } from "./report.ts";
+import { chart, figureMarkdown, type Row, writeResults } from "./report.ts";
 import { CHART_FIGURES, details, failed, type Outcome, ROLLOUT_FIGURES, row, tally } from "./tally.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -263,10 +263,12 @@ export async function rollout(options: Options): Promise<Outcome[]> {
     sections.push(
       `### ${MODE_TITLES[mode]}`,
       "",
-      markdown(
-        [...rows, ...chosen.filter((s) => s.skip).map((s) => ({ name: s.name, skip: s.skip, figures: {} }))],
+      figureMarkdown(
+        [
+          ...rows,
+          ...chosen.filter((s) => s.skip).map((s) => ({ name: s.name, skip: s.skip, figures: {} })),
+        ],
         ROLLOUT_FIGURES,
-        [],
       ).trimEnd(),
       "",
       ...of.map((o) => details(o, o.subject)),
@@ -303,7 +305,7 @@ export async function rollout(options: Options): Promise<Outcome[]> {
   const date = record.finished.slice(0, 10);
   const title = `shipshape rollout (${record.mode}, ${cycles} of ${replicas} replicas, scale ${options.scale}, ` +
     `${record.machine.cores} cores, ${date})`;
-  writeResults(stem, record, table, svg(chartRows, title, CHART_FIGURES));
+  writeResults(stem, record, table, chart(chartRows, title, CHART_FIGURES));
   progress(`wrote ${stem}.json, .md and .svg`);
   return outcomes;
 }

@@ -4,7 +4,7 @@ import { parseWrkCounts } from "./load.ts";
 import { deploymentSettings, rolloutSettings } from "./manifest.ts";
 import { errorKind, parseResponse } from "./new_connection_client.ts";
 import { ACCESS_PATTERNS } from "./replicas.ts";
-import { markdown } from "./report.ts";
+import { figureMarkdown } from "./report.ts";
 import { parseOptions } from "./rollout.ts";
 import { failed, type Outcome, ROLLOUT_FIGURES, row, tally } from "./tally.ts";
 
@@ -243,8 +243,8 @@ Deno.test("tally() counts non-2xx and connection errors as failed, and a 2xx wit
   equal(tally(silent).failed, 0, "reported, not counted: the tools' sent counts are approximate");
 });
 
-Deno.test("row() and markdown() give the rollout table: counts as whole numbers, cycle seconds as median (min-max)", () => {
-  const table = markdown([row(outcome(), "shipshape")], ROLLOUT_FIGURES, []);
+Deno.test("row() and figureMarkdown() give the rollout table: counts as whole numbers, cycle seconds as median (min-max)", () => {
+  const table = figureMarkdown([row(outcome(), "shipshape")], ROLLOUT_FIGURES);
   const [head, , line] = table.split("\n");
   match(head, /^\| subject \| sent \(requests\) \| 2xx \(requests\) \| failed \(requests\) \|/);
   equal(
@@ -252,7 +252,7 @@ Deno.test("row() and markdown() give the rollout table: counts as whole numbers,
     "| shipshape | 1,110 | 1,100 | 0 | 0 | 0 | 0 | 100 | 10 | 5.50 (5.00-6.00) | 0 |",
   );
   ok(!table.includes("Ratios"), "no ratio table for the rollout");
-  const skipped = markdown([row(outcome({ keepAlive: undefined, error: "boom" }), "node http")], ROLLOUT_FIGURES, []);
+  const skipped = figureMarkdown([row(outcome({ keepAlive: undefined, error: "boom" }), "node http")], ROLLOUT_FIGURES);
   match(skipped, /Skipped: node http: boom/);
 });
 

@@ -1,5 +1,6 @@
 /** The servers the benchmark compares, and how each is started, probed for memory and stopped. */
 
+import { RUN_ARGS } from "../testing.ts";
 import deno from "../deno.json" with { type: "json" };
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -26,8 +27,15 @@ export interface Subject {
   skip?: string;
   /** Size of the executable that runs the server, where that means something. */
   binaryBytes?: number;
-  /** The container image, for container subjects. */
+  /** The container image, for container subjects (prepare() may settle it). */
   image?: string;
+  /** Routes its throughput is measured on; /readyz when unset. */
+  routes?: string[];
+  /**
+   * Makes it ready to measure (builds its image); resolves with a reason to skip it, or undefined. Called once by
+   * the benchmark, only for the subjects it measures.
+   */
+  prepare?(): Promise<string | undefined>;
   start(port: number): Running;
 }
 
@@ -101,13 +109,19 @@ export function spawn(command: string, args: string[], env: { [key: string]: str
 }
 
 /** A subject that is a plain process on this machine. */
-function processSubject(name: string, command: string | undefined, args: string[], binaryBytes?: number): Subject {
+function processSubject(
+  name: string,
+  command: string | undefined,
+  args: string[],
+  binaryBytes?: number,
+  env: { [key: string]: string } = {},
+): Subject {
   return {
     name,
     skip: command ? undefined : `${name}: its runtime is not installed`,
     binaryBytes,
     start(port) {
-      const { child, pid, report, exited } = spawn(command!, args, { PORT: String(port), HOST: "127.0.0.1" });
+      const { child, pid, report, exited } = spawn(command!, args, { ...env, PORT: String(port), HOST: "127.0.0.1" });
       return {
         port,
         pid: () => pid,
@@ -144,17 +158,18 @@ function podmanImageExists(image: string): boolean | undefined {
 let containers = 0;
 
 /** The image in a container: `podman run` in the foreground, so its stdout is the container's log. */
-function containerSubject(image: string): Subject {
+function containerSubject(image: string, name = "shipshape container"): Subject {
   const exists = podmanImageExists(image);
-  return {
-    name: "shipshape container",
+  const subject: Subject = {
+    name,
     image,
     skip: exists === undefined
-      ? "shipshape container: no container engine (podman) on this machine"
+      ? `${name}: no container engine (podman) on this machine`
       : exists
       ? undefined
-      : `shipshape container: image ${image} not built (deno task image)`,
+      : `${name}: image ${image} not built (deno task image)`,
     start(port) {
+      const image = subject.image!;
       const name = `shipshape-bench-${Deno.pid}-${++containers}`;
       const run = spawn("podman", [
         "run",
@@ -180,10 +195,18 @@ function containerSubject(image: string): Subject {
       };
     },
   };
+  return subject;
 }
 
-/** The run flags of `deno task run`. */
-const RUN_ARGS = deno.tasks.run.command.split(" ").slice(1);
+/** The routes loaded on shipshape and on the Deno servers beside it (the others: /readyz alone). */
+const ROUTES = ["/readyz", "/"];
+
+/** deno_bare.ts's flags and argument for one mode (its page names the version shipshape's does). */
+function bareArgs(mode: string): string[] {
+  return ["run", "--allow-net", "--allow-env=PORT,HOST,VERSION", "--allow-sys=hostname", BARE_SCRIPT, mode];
+}
+const BARE_SCRIPT = "bench/baselines/deno_bare.ts";
+const BARE_ENV = { VERSION: deno.version };
 
 /** Every subject, shipshape first (the reference of the ratios). */
 export function subjects(options: { image: string; compiled: string }): Subject[] {
@@ -192,7 +215,7 @@ export function subjects(options: { image: string; compiled: string }): Subject[
   const node = which("node");
   const compiledBytes = fileSize(options.compiled);
   return [
-    processSubject("shipshape", denoBin, RUN_ARGS, fileSize(denoBin)),
+    { ...processSubject("shipshape", denoBin, RUN_ARGS, fileSize(denoBin)), routes: ROUTES },
     compiledBytes === undefined
       ? {
         name: "shipshape compiled",
@@ -201,26 +224,15 @@ export function subjects(options: { image: string; compiled: string }): Subject[
           throw new Error("skipped");
         },
       }
-      : processSubject("shipshape compiled", options.compiled, [], compiledBytes),
-    containerSubject(options.image),
-    processSubject(
-      "deno bare",
-      denoBin,
-      ["run", "--allow-net", "--allow-env=PORT", "bench/baselines/deno_bare.ts"],
-      fileSize(denoBin),
-    ),
-    processSubject(
-      "deno bare + request id",
-      denoBin,
-      ["run", "--allow-net", "--allow-env=PORT", "bench/baselines/deno_bare.ts", "request-id"],
-      fileSize(denoBin),
-    ),
-    processSubject(
-      "deno bare + contract",
-      denoBin,
-      ["run", "--allow-net", "--allow-env=PORT", "bench/baselines/deno_bare.ts", "contract"],
-      fileSize(denoBin),
-    ),
+      : { ...processSubject("shipshape compiled", options.compiled, [], compiledBytes), routes: ROUTES },
+    runtimeContainer(options.image),
+    ...floorSubjects(options.image),
+    { ...processSubject("deno bare", denoBin, bareArgs("bare"), fileSize(denoBin), BARE_ENV), routes: ROUTES },
+    processSubject("deno bare + request id", denoBin, bareArgs("request-id"), fileSize(denoBin), BARE_ENV),
+    {
+      ...processSubject("deno bare + contract", denoBin, bareArgs("contract"), fileSize(denoBin), BARE_ENV),
+      routes: ROUTES,
+    },
     // No binary size for Python: its interpreter is a small executable plus a standard library of many files.
     processSubject("python http.server", python, ["-u", "bench/baselines/python_server.py"]),
     processSubject("node http", node, ["bench/baselines/node_server.mjs"], node ? fileSize(node) : undefined),
@@ -239,4 +251,149 @@ export async function imageSizes(image: string): Promise<{ bytes: number; gzipBy
   for await (const chunk of save.stdout.pipeThrough(new CompressionStream("gzip"))) gzipBytes += chunk.length;
   await save.status;
   return { bytes, gzipBytes };
+}
+
+/** Size in bytes of the file an image runs (the first word of its entrypoint), read from a container of it. */
+export async function imageBinaryBytes(image: string): Promise<number> {
+  const entrypoint: string[] = JSON.parse(
+    await podman("image", "inspect", "--format", "{{json .Config.Entrypoint}}", image),
+  );
+  if (!entrypoint?.length) throw new Error(`Image ${image} has no entrypoint`);
+  const container = await podman("create", "--quiet", "--no-healthcheck", image);
+  try {
+    const copy = new Deno.Command("podman", {
+      args: ["cp", `${container}:${entrypoint[0]}`, "-"],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    // A tar stream: the first header carries the file's size (octal, 12 bytes at offset 124).
+    const reader = copy.stdout.getReader();
+    const head = new Uint8Array(512);
+    let filled = 0;
+    while (filled < 512) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const take = Math.min(value.length, 512 - filled);
+      head.set(value.subarray(0, take), filled);
+      filled += take;
+    }
+    await reader.cancel();
+    await copy.status;
+    if (filled < 512) throw new Error(`podman cp ${image}:${entrypoint[0]} gave no tar header`);
+    const type = String.fromCharCode(head[156]);
+    if (type !== "0" && type !== "\0") {
+      throw new Error(`${entrypoint[0]} in ${image} is not a plain file (tar type ${type})`);
+    }
+    return parseInt(new TextDecoder().decode(head.subarray(124, 136)).replace(/\0.*$/, "").trim(), 8);
+  } finally {
+    await podman("rm", "--force", "--ignore", container).catch(() => {});
+  }
+}
+
+/** "compiled" when the image runs the single executable (/shipshape), else "runtime". */
+async function imageTarget(image: string): Promise<"compiled" | "runtime"> {
+  const entrypoint = JSON.parse(await podman("image", "inspect", "--format", "{{json .Config.Entrypoint}}", image));
+  return entrypoint?.[0] === "/shipshape" ? "compiled" : "runtime";
+}
+
+/** The tag of the other target beside `image`: localhost/shipshape:x -> localhost/shipshape:x-runtime. */
+export function targetTag(image: string, target: string): string {
+  const slash = image.lastIndexOf("/");
+  return image.slice(slash + 1).includes(":") ? `${image}-${target}` : `${image}:latest-${target}`;
+}
+
+/** Runs a command with the environment plus `env`; resolves with undefined, or its last stderr line on failure. */
+async function run(command: string, args: string[], env: { [key: string]: string } = {}): Promise<string | undefined> {
+  const out = await new Deno.Command(command, { args, cwd: ROOT, env, stdin: "null", stdout: "null", stderr: "piped" })
+    .output();
+  if (out.success) return undefined;
+  const lines = new TextDecoder().decode(out.stderr).trim().split("\n");
+  return lines.at(-1) || `${command} exited with ${out.code}`;
+}
+
+/** Whether `deno compile` can get its denort here: DENORT_BIN, or dl.deno.land resolves (as tools/image.sh asks). */
+function denortAvailable(): boolean {
+  if (Deno.env.get("DENORT_BIN")) return true;
+  try {
+    return new Deno.Command("getent", { args: ["hosts", "dl.deno.land"], stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * "shipshape container": the image SHIPSHAPE_IMAGE names, as before; its prepare() makes it the runtime target
+ * (that image when it is one, else its `-runtime` tag beside it, built by tools/image.sh when missing).
+ */
+function runtimeContainer(image: string): Subject {
+  const subject = containerSubject(image);
+  if (subject.skip) return subject;
+  subject.prepare = async () => {
+    if (await imageTarget(image) === "runtime") return undefined;
+    subject.image = targetTag(image, "runtime");
+    if (podmanImageExists(subject.image)) return undefined;
+    const failed = await run("bash", ["tools/image.sh", "--target", "runtime"], { SHIPSHAPE_IMAGE: subject.image });
+    return failed && `shipshape container: tools/image.sh --target runtime failed: ${failed}`;
+  };
+  return subject;
+}
+
+/** The local base images tools/image.sh builds; without them, the registry images the Containerfile names. */
+const LOCAL_BASE = "localhost/shipshape-base:debian12";
+const LOCAL_DENO = `localhost/deno:${Deno.version.deno}`;
+
+/** The image of the Go floor (tools/go_image.sh) and of the bare Deno server (bench/baselines/deno_bare.Containerfile). */
+export const FLOOR_IMAGES = {
+  go: "localhost/shipshape-bench-go:latest",
+  denoBare: `localhost/shipshape-bench-deno-bare:${Deno.version.deno}`,
+};
+
+/**
+ * The container rows beside "shipshape container" (whose prepare() makes it the runtime target): the compiled
+ * target, the bare Deno server on the same base, and the Go scratch floor. Each builds its image in prepare().
+ */
+export function floorSubjects(image: string): Subject[] {
+  const compiled = containerSubject(targetTag(image, "compiled"), "shipshape compiled container");
+  const bare = containerSubject(FLOOR_IMAGES.denoBare, "deno bare container");
+  const go = containerSubject(FLOOR_IMAGES.go, "go scratch container");
+  // Their images are built by prepare(): only a missing engine skips them up front.
+  const engine = podmanImageExists(image) !== undefined;
+  for (const s of [compiled, bare, go]) if (engine) s.skip = undefined;
+
+  compiled.prepare = async () => {
+    if (podmanImageExists(image) && await imageTarget(image) === "compiled") {
+      compiled.image = image;
+      return undefined;
+    }
+    if (podmanImageExists(compiled.image!)) return undefined;
+    if (!denortAvailable()) {
+      return `shipshape compiled container: deno compile needs a denort ${Deno.version.deno} (DENORT_BIN unset, dl.deno.land unreachable)`;
+    }
+    const failed = await run("bash", ["tools/image.sh", "--target", "compiled"], { SHIPSHAPE_IMAGE: compiled.image! });
+    return failed && `shipshape compiled container: tools/image.sh --target compiled failed: ${failed}`;
+  };
+  bare.prepare = async () => {
+    const local = podmanImageExists(LOCAL_BASE) && podmanImageExists(LOCAL_DENO);
+    const failed = await run("podman", [
+      "build",
+      "--quiet",
+      "--format",
+      "docker",
+      ...(local ? ["--build-arg", `BASE_IMAGE=${LOCAL_BASE}`, "--build-arg", `DENO_IMAGE=${LOCAL_DENO}`] : []),
+      "--build-arg",
+      `VERSION=${deno.version}`,
+      "-t",
+      FLOOR_IMAGES.denoBare,
+      "-f",
+      "bench/baselines/deno_bare.Containerfile",
+      "bench/baselines",
+    ]);
+    return failed && `deno bare container: podman build failed: ${failed}`;
+  };
+  go.prepare = async () => {
+    const failed = await run("bash", ["tools/go_image.sh", FLOOR_IMAGES.go]);
+    return failed && `go scratch container: ${failed}`;
+  };
+  return [compiled, bare, go];
 }

@@ -1,0 +1,3 @@
+module shipshape/floor
+
+go 1.19
