@@ -18,6 +18,8 @@ export interface ListenerOptions {
   fields?: Record<string, unknown>;
   /** Told true when the server accepts connections and false when it stops (the `shipshape_listening` gauge). */
   onState?: (listening: boolean) => void;
+  /** While retries keep failing, one line at most this often (RETRY_REPORT_MS). */
+  reportMs?: number;
   /** Deno.serve, or a fake in tests. */
   serveFn?: (options: Deno.ServeTcpOptions, handler: Deno.ServeHandler<Deno.NetAddr>) => Deno.HttpServer<Deno.NetAddr>;
 }
@@ -76,7 +78,7 @@ export class Listener {
       try {
         this.listen();
       } catch (error) {
-        if (performance.now() - reported >= RETRY_REPORT_MS) {
+        if (performance.now() - reported >= (this.#options.reportMs ?? RETRY_REPORT_MS)) {
           this.#options.logger.error("still not listening", { attempts: attempt, error });
           reported = performance.now();
         }

@@ -225,3 +225,34 @@ Deno.test("property: every formatter writes one line without control characters 
     { numRuns: 500 },
   );
 });
+
+Deno.test("formatJson() keeps one escaping path when the fields cannot be serialised: msg clipped, U+2028 and U+0085 escaped", () => {
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  const line = formatJson(new Date(0), "info", "a\u2028b\u0085c" + "x".repeat(2000), { cycle });
+  ok(!/[\u2028\u0085]/.test(line), line.slice(0, 80));
+  const record = JSON.parse(line);
+  equal(record.msg, clip("a\u2028b\u0085c" + "x".repeat(2000)));
+  match(record.log_error, /fields could not be serialized/);
+});
+
+Deno.test("formatAccessJson() and formatAccessText() end with the trace and span ids when there are some", () => {
+  const r = {
+    method: "GET",
+    path: "/",
+    status: 200,
+    bytes: 1,
+    durationMs: 1,
+    remote: "r",
+    userAgent: "u",
+    requestId: "i",
+  };
+  const ids = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" };
+  equal(JSON.parse(formatAccessJson(new Date(0), r)).trace_id, undefined);
+  deepStrictEqual(Object.entries(JSON.parse(formatAccessJson(new Date(0), { ...r, ...ids }))).slice(-2), [
+    ["trace_id", ids.traceId],
+    ["span_id", ids.spanId],
+  ]);
+  ok(!formatAccessText(new Date(0), r).includes("trace_id"));
+  ok(formatAccessText(new Date(0), { ...r, ...ids }).endsWith(` trace_id=${ids.traceId} span_id=${ids.spanId}`));
+});

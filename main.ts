@@ -92,10 +92,11 @@ async function shutdown({ signal, listener, state, metrics, logger, config, exit
   //    shutdown() has no deadline of its own, so it races the timeout. (Aborting the serve signal instead would
   //    cut requests off, and aborting it after shutdown() began crashes the process: neither is used.)
   const drainStarted = performance.now();
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const outcome = await Promise.race([
     listener.shutdown().then(() => settled(metrics)).then(() => "drained" as const),
-    sleep(config.shutdownTimeoutMs).then(() => "timeout" as const),
-  ]);
+    new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), config.shutdownTimeoutMs)),
+  ]).finally(() => clearTimeout(timer));
   // 4. Exit explicitly: as PID 1 a process that merely runs out of work is not a clean exit on every Deno.
   if (outcome === "drained") {
     logger.info("shutdown complete", {
@@ -113,6 +114,17 @@ async function shutdown({ signal, listener, state, metrics, logger, config, exit
     duration_ms: Math.round(performance.now() - started),
   });
   return exit(1);
+}
+
+/**
+ * Runs the shutdown sequence; a failure inside it (a rejected drain, say) ends the process with an error line
+ * and exit 1, instead of leaving the pod at readiness 503 until it is killed.
+ */
+export function startShutdown(options: ShutdownOptions): void {
+  shutdown(options).catch((error) => {
+    options.logger.error("shutdown failed", { error });
+    options.exit(1);
+  });
 }
 
 function hostName(): string {
@@ -210,13 +222,7 @@ export function serve(): void {
   });
 
   signals(
-    (signal) => {
-      // A failure inside the sequence must not leave the pod at readiness 503 until it is killed.
-      shutdown({ signal, listener, state, metrics, logger, config, exit }).catch((error) => {
-        logger.error("shutdown failed", { error });
-        exit(1);
-      });
-    },
+    (signal) => startShutdown({ signal, listener, state, metrics, logger, config, exit }),
     (signal, first) => {
       logger.warn("second signal: exiting at once", { signal, first });
       return exit(128 + SIGNAL_NUMBERS[signal], LOG_FLUSH_AT_ONCE_MS);

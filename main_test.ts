@@ -2,9 +2,27 @@
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import deno from "./deno.json" with { type: "json" };
-import { VARIABLES } from "./config.ts";
-import { SIGNAL_REPEAT_MS } from "./main.ts";
-import { get, getFresh, KeepAliveClient, ServerProcess, sleep, waitUntil } from "./testing.ts";
+import { loadConfig, VARIABLES } from "./config.ts";
+import type { Listener } from "./listener.ts";
+import { Logger } from "./logging.ts";
+import { Metrics } from "./metrics.ts";
+import { SIGNAL_REPEAT_MS, startShutdown } from "./main.ts";
+import { get, getFresh, KeepAliveClient, MemoryWriter, ServerProcess, sleep, waitUntil } from "./testing.ts";
+
+/** The in-flight gauge of a running server, read from its /metrics (that request counts itself). */
+async function inFlightNow(server: ServerProcess): Promise<number> {
+  return Number(/^http_requests_in_flight (\d+)$/m.exec((await getFresh(server.url("/metrics"))).body)?.[1]);
+}
+
+/** Sends `line` (e.g. "HEAD /") on a new connection that it then closes; the head and the body read back. */
+async function rawExchange(port: number, line: string): Promise<[string, string]> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(`${line} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n`));
+  let text = "";
+  for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) text += chunk;
+  const end = text.indexOf("\r\n\r\n");
+  return [text.slice(0, end), text.slice(end + 4)];
+}
 
 Deno.test("main.ts serves every endpoint and logs one JSON access line per request on stdout only", async () => {
   const server = await ServerProcess.start();
@@ -39,9 +57,6 @@ Deno.test("main.ts serves every endpoint and logs one JSON access line per reque
     const post = await get(server.url("/"), { method: "POST", body: "x" });
     equal(post.status, 405);
     equal(post.headers.get("allow"), "GET, HEAD");
-    const head = await get(server.url("/"), { method: "HEAD" });
-    equal(head.status, 200);
-    equal(head.text_, "");
     deepStrictEqual(Object.keys(JSON.parse(bodies.get("/info")!)), [
       "version",
       "hostname",
@@ -62,6 +77,33 @@ Deno.test("main.ts serves every endpoint and logs one JSON access line per reque
   equal(server.stderr, "", "nothing on stderr");
 });
 
+Deno.test("main.ts answers HEAD with GET's status and headers and no body, on every route", async () => {
+  const server = await ServerProcess.start();
+  try {
+    // HEAD, read off the socket (fetch always hands back an empty HEAD body): GET's status and headers, no body.
+    for (const path of ["/", "/livez", "/readyz", "/info", "/metrics", "/missing", "/status/418", "/stream/1"]) {
+      const [getHead, getBody] = await rawExchange(server.port, `GET ${path}`);
+      const [headHead, headBody] = await rawExchange(server.port, `HEAD ${path}`);
+      const names = (head: string) =>
+        head.split("\r\n").slice(1).map((l) => l.split(":")[0].toLowerCase()).filter((n) =>
+          // transfer-encoding frames a body, which a HEAD answer has none of (the length stays unstated either way)
+          n !== "x-request-id" && n !== "date" && n !== "transfer-encoding"
+        ).sort();
+      equal(headHead.split("\r\n")[0], getHead.split("\r\n")[0], path);
+      deepStrictEqual(names(headHead), names(getHead), path);
+      const length = /\r\ncontent-length: (\d+)/i;
+      // /metrics and /info (uptime) change between the two requests: their lengths may differ by a few bytes.
+      const same = path === "/metrics" || path === "/info" ? (x?: string) => x !== undefined : (x?: string) => x;
+      equal(same(length.exec(headHead)?.[1]), same(length.exec(getHead)?.[1]), `${path}: length`);
+      equal(headBody, "", `${path}: no body`);
+      ok(path === "/status/418" || getBody.length > 0, path);
+    }
+  } finally {
+    server.kill("SIGTERM");
+    equal(await server.exit(), 0);
+  }
+});
+
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.test(`main.ts exits 0 soon after ${signal} when idle, with shutdown lines`, async () => {
     const server = await ServerProcess.start();
@@ -79,7 +121,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
 Deno.test("main.ts drains: /readyz 503 and new connections served during the delay, refused after, in-flight all answered", async () => {
   const server = await ServerProcess.start({ SHUTDOWN_DELAY: "1", SHUTDOWN_TIMEOUT: "5" });
   const inFlight = Array.from({ length: 4 }, () => getFresh(server.url("/delay/2")));
-  await sleep(200); // let the four requests reach the handler
+  await waitUntil(async () => (await inFlightNow(server)) === 5); // the four, and the scrape asking
   server.kill("SIGTERM");
   const started = await server.waitFor("shutdown started");
   equal(started.in_flight, 4);
@@ -90,9 +132,12 @@ Deno.test("main.ts drains: /readyz 503 and new connections served during the del
   equal((await getFresh(server.url("/livez"))).status, 200);
   equal((await getFresh(server.url("/delay/0.1"))).status, 200);
 
-  // After the delay the listener is closed: a new connection is refused.
-  await sleep(1100);
-  const refused = await getFresh(server.url("/livez")).then(() => "answered", (e) => e.name);
+  // After the delay the listener is closed: a new connection is refused (asked until it is, within 3 s).
+  let refused = "answered";
+  await waitUntil(async () => {
+    refused = await getFresh(server.url("/livez")).then(() => "answered", (e) => e.name);
+    return refused !== "answered";
+  }, 3000);
   equal(refused, "TypeError");
 
   const answers = await Promise.all(inFlight);
@@ -140,7 +185,7 @@ Deno.test("main.ts exits 1 when the drain times out, naming how many requests we
   const stuck = [getFresh(server.url("/delay/5")), getFresh(server.url("/delay/5"))].map((p) =>
     p.then(() => "answered", () => "cut off")
   );
-  await sleep(200);
+  await waitUntil(async () => (await inFlightNow(server)) === 3);
   const signalled = performance.now();
   server.kill("SIGTERM");
   equal(await server.exit(), 1);
@@ -182,6 +227,29 @@ Deno.test("main.ts drains on Ctrl-C under `deno task run`: the signal to the pro
   const msgs = task.records().map((r) => r.msg);
   ok(!msgs.includes("second signal: exiting at once"), msgs.join(", "));
   equal(msgs.at(-1), "shutdown complete");
+});
+
+Deno.test("startShutdown() ends the process with an error line and exit 1 when the drain fails", async () => {
+  const out = new MemoryWriter();
+  const logger = new Logger({ writer: out });
+  const exited = Promise.withResolvers<number>();
+  const failing = { shutdown: () => Promise.reject(new Error("drain broke")) } as unknown as Listener;
+  startShutdown({
+    signal: "SIGTERM",
+    listener: failing,
+    state: { draining: false },
+    metrics: new Metrics({ version: "t", startTimeSeconds: 0 }),
+    logger,
+    config: loadConfig(() => undefined),
+    exit: (code) => {
+      exited.resolve(code);
+      return undefined as never;
+    },
+  });
+  equal(await exited.promise, 1);
+  const last = out.records().at(-1)!;
+  equal(last.msg, "shutdown failed");
+  equal((last.error as { message: string }).message, "drain broke");
 });
 
 Deno.test("main.ts refuses each bad setting with exit 2 and one line naming the variable", async () => {

@@ -76,8 +76,5 @@ Deno.test("Metrics.render() exposes requests, durations, in-flight, memory, star
   match(text, /^shipshape_requests_rejected_total 0$/m);
   match(text, new RegExp(`^shipshape_build_info\\{version="9.9.9",deno="${Deno.version.deno}"\\} 1$`, "m"));
   ok(text.endsWith("\n"));
-  // Every sample line is "name{labels} value" or "name value" (the exposition grammar, roughly).
-  for (const line of text.trimEnd().split("\n")) {
-    ok(/^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [-+\w.]+)$/.test(line), line);
-  }
+  // The grammar itself is checked by Prometheus's own linter: observability_test.ts runs promtool on this output.
 });
