@@ -9,7 +9,7 @@ read -r -a flags <<< "$(deno eval 'const d = JSON.parse(Deno.readTextFileSync("d
 console.log(d.tasks.run.command.split(" ").filter((a) => a.startsWith("--allow-")).join(" "))')"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-if ! deno compile "${flags[@]}" --output shipshape main.ts >"$log" 2>&1; then
+if ! deno compile "${flags[@]}" --exclude node_modules --output shipshape main.ts >"$log" 2>&1; then
   version=$(deno --version | awk 'NR==1{print $2}')
   if grep -qiE "dl\.deno\.land|dns error|download|denort" "$log" && [ -z "${DENORT_BIN:-}" ]; then
     echo "compile: deno compile needs denort $version, and this machine cannot download it from dl.deno.land: set DENORT_BIN to a denort $version binary, or run on a machine that reaches dl.deno.land" >&2
