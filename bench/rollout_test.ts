@@ -291,46 +291,42 @@ Deno.test("deno task rollout with a bad option prints one line naming it and exi
   }
 });
 
-Deno.test({
-  name:
-    "a rollout of shipshape behind HAProxy (2 replicas, 2 cycles, layer 4 and 7) fails no request and loses no line",
-  async fn() {
-    const out = Deno.makeTempDirSync({ prefix: "rollout-test-" });
-    try {
-      const run = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-all",
-          "bench/rollout.ts",
-          "--only",
-          "shipshape",
-          "--replicas",
-          "2",
-          "--cycles",
-          "2",
-          "--scale",
-          "0.25",
-          "--out",
-          out,
-        ],
-        cwd: ROOT,
-      }).output();
-      const stderr = new TextDecoder().decode(run.stderr);
-      const record = JSON.parse(Deno.readTextFileSync(`${out}/rollout.json`));
-      const outcomes = record.outcomes as (Outcome & { tally: ReturnType<typeof tally> })[];
-      deepStrictEqual(outcomes.map((o) => o.mode), ["l4", "l7"]);
-      for (const o of outcomes) {
-        equal(o.error, undefined, `${o.mode}: ${o.error}`);
-        ok(o.tally.ok > 100, `${o.mode}: only ${o.tally.ok} answers`);
-        ok(Object.values(o.newConnection!.statuses).length > 0, `${o.mode}: the new-connection client got nothing`);
-        equal(o.tally.failed, 0, `${o.mode}: ${JSON.stringify(o.tally)}\n${stderr}`);
-        equal(o.tally.linesLost, 0, `${o.mode}: ${JSON.stringify(o.tally)}`);
-        deepStrictEqual(o.exits, [0, 0, 0, 0], `${o.mode}: exit codes`);
-        equal(o.cyclesMs.length, 2);
-      }
-      equal(run.code, 0, stderr);
-    } finally {
-      Deno.removeSync(out, { recursive: true });
+Deno.test("a rollout of shipshape behind HAProxy (2 replicas, 2 cycles, layer 4 and 7) fails no request and loses no line", async () => {
+  const out = Deno.makeTempDirSync({ prefix: "rollout-test-" });
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        "bench/rollout.ts",
+        "--only",
+        "shipshape",
+        "--replicas",
+        "2",
+        "--cycles",
+        "2",
+        "--scale",
+        "0.25",
+        "--out",
+        out,
+      ],
+      cwd: ROOT,
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    const record = JSON.parse(Deno.readTextFileSync(`${out}/rollout.json`));
+    const outcomes = record.outcomes as (Outcome & { tally: ReturnType<typeof tally> })[];
+    deepStrictEqual(outcomes.map((o) => o.mode), ["l4", "l7"]);
+    for (const o of outcomes) {
+      equal(o.error, undefined, `${o.mode}: ${o.error}`);
+      ok(o.tally.ok > 100, `${o.mode}: only ${o.tally.ok} answers`);
+      ok(Object.values(o.newConnection!.statuses).length > 0, `${o.mode}: the new-connection client got nothing`);
+      equal(o.tally.failed, 0, `${o.mode}: ${JSON.stringify(o.tally)}\n${stderr}`);
+      equal(o.tally.linesLost, 0, `${o.mode}: ${JSON.stringify(o.tally)}`);
+      deepStrictEqual(o.exits, [0, 0, 0, 0], `${o.mode}: exit codes`);
+      equal(o.cyclesMs.length, 2);
     }
-  },
+    equal(run.code, 0, stderr);
+  } finally {
+    Deno.removeSync(out, { recursive: true });
+  }
 });
