@@ -8,7 +8,7 @@
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { GenericContainer, getContainerRuntimeClient, type StartedTestContainer, Wait } from "testcontainers";
 import deno from "./deno.json" with { type: "json" };
-import { getFresh as get, type Record, RUN_ARGS, ServerProcess, sleep } from "./testing.ts";
+import { getFresh as get, type Record, RUN_ARGS, ServerProcess, sleep, waitUntil } from "./testing.ts";
 
 /** The image under test. */
 const IMAGE = Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest";
@@ -214,7 +214,12 @@ Deno.test("the image runs the server as a drain-aware, read-only, shell-less, no
     await t.step("drains: in-flight /delay requests started before stop() all complete with 200", async () => {
       const container = await server().start();
       const inFlight = Array.from({ length: 5 }, () => get(url(container, "/delay/1.5")));
-      await sleep(300);
+      // All five in flight (the /metrics request that asks counts itself) before the stop, whatever the engine's
+      // port forwarding costs.
+      await waitUntil(async () => {
+        const metrics = (await get(url(container, "/metrics"))).body;
+        return /^http_requests_in_flight 6$/m.test(metrics);
+      });
       const result = await stopAndCollect(container);
       const answers = await Promise.all(inFlight);
       deepStrictEqual(answers.map((a) => a.status), [200, 200, 200, 200, 200]);
@@ -249,8 +254,11 @@ Deno.test("the image runs the server as a drain-aware, read-only, shell-less, no
         const entrypoint = image.Config.Entrypoint as string[];
         const result = await container.exec([...entrypoint, "healthcheck"]);
         equal(result.exitCode, 0, result.output);
-        const wrongPort = await container.exec([...entrypoint, "healthcheck"], { env: { PORT: "1" } });
-        equal(wrongPort.exitCode, 1, "nothing listens on port 1: the check must fail");
+        // Not port 1 or any other port fetch blocks outright: the check must fail for want of a listener.
+        const wrongPort = await container.exec([...entrypoint, "healthcheck"], { env: { PORT: "8081" } });
+        equal(wrongPort.exitCode, 1, "nothing listens on port 8081: the check must fail");
+        match(wrongPort.output, /^shipshape: healthcheck: http:\/\/127\.0\.0\.1:8081\/livez failed: /);
+        equal(/blocked/i.test(wrongPort.output), false, wrongPort.output);
       } finally {
         await stopAndCollect(container);
       }

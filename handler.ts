@@ -158,6 +158,22 @@ function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+/** The demo page for this host name and version (HTML-escaped). */
+export function demoPage(hostname: string, version: string): string {
+  return `<!DOCTYPE html>
+<html>
+  <head>
+    <meta charset="utf-8">
+    <title>shipshape</title>
+  </head>
+  <body>
+    <p>This is a demo page!</p>
+    <p>Served by <code>${escapeHtml(hostname)}</code>, shipshape ${escapeHtml(version)}.</p>
+  </body>
+</html>
+`;
+}
+
 /** Headers of the HTML page: it loads nothing, may not be framed and sends no referrer. */
 const PAGE_HEADERS = {
   "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
@@ -289,18 +305,7 @@ export function createHandler(options: HandlerOptions): Handler {
   const { logger, metrics, state, version, hostname, span } = options;
   const maxInFlight = options.maxInFlight ?? Infinity;
   const uptimeMs = options.uptimeMs ?? (() => performance.now());
-  const page = `<!DOCTYPE html>
-<html>
-  <head>
-    <meta charset="utf-8">
-    <title>shipshape</title>
-  </head>
-  <body>
-    <p>This is a demo page!</p>
-    <p>Served by <code>${escapeHtml(hostname)}</code>, shipshape ${escapeHtml(version)}.</p>
-  </body>
-</html>
-`;
+  const page = demoPage(hostname, version);
   const ok = (call: Call) => call.text(200, "ok\n");
   const exact = new Map<string, Route>([
     ["/", { template: "/", run: (call) => call.send(200, page, "text/html; charset=utf-8", PAGE_HEADERS) }],

@@ -30,7 +30,8 @@ export interface ListenerOptions {
  * shutdown, the address is listened on again, retried with back-off until it works: one error line when it
  * fails, one "listening again" line when it works, and while the retries keep failing one line every
  * RETRY_REPORT_MS naming the attempts and the last error (so a port taken by someone else does not go unsaid).
- * The failed server's open connections are left to finish (calling shutdown() on it cuts their requests off).
+ * The failed server's open connections are left to finish; the drain then shuts it down as well, which waits for
+ * the answers Deno has still to write.
  */
 export class Listener {
   #options: ListenerOptions;
@@ -38,6 +39,8 @@ export class Listener {
   #serve: NonNullable<ListenerOptions["serveFn"]>;
   /** The servers whose accept loop still runs. */
   #servers = new Set<Deno.HttpServer<Deno.NetAddr>>();
+  /** The servers whose accept loop failed: their connections may still be writing answers. */
+  #failed = new Set<Deno.HttpServer<Deno.NetAddr>>();
   #stopping = false;
   #listened = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -65,6 +68,7 @@ export class Listener {
     this.#servers.add(server);
     server.finished.then(() => this.#servers.delete(server), (error) => {
       this.#servers.delete(server);
+      this.#failed.add(server);
       if (this.#stopping) return;
       onState?.(false);
       logger.error("accept loop failed: listening again as soon as possible", { error });
@@ -92,6 +96,11 @@ export class Listener {
     this.#stopping = true;
     clearTimeout(this.#timer);
     this.#options.onState?.(false);
-    await Promise.all([...this.#servers].map((server) => server.shutdown()));
+    // A failed server is drained too: without that, the exit can come before Deno wrote answers its handlers gave.
+    // (Its failure was logged already: a rejection of its shutdown says nothing new.)
+    await Promise.all([
+      ...[...this.#servers].map((server) => server.shutdown()),
+      ...[...this.#failed].map((server) => server.shutdown().catch(() => {})),
+    ]);
   }
 }

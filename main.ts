@@ -258,7 +258,8 @@ export async function healthcheck(): Promise<number> {
     if (response.ok) return 0;
     console.error(`shipshape: healthcheck: ${url} answered ${response.status}`);
   } catch (error) {
-    console.error(`shipshape: healthcheck: ${url} failed: ${error instanceof Error ? error.message : error}`);
+    const cause = error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : "";
+    console.error(`shipshape: healthcheck: ${url} failed: ${error instanceof Error ? error.message : error}${cause}`);
   }
   return 1;
 }

@@ -66,6 +66,8 @@ Deno.test("main.ts serves every endpoint and logs one JSON access line per reque
       "uptime_seconds",
     ]);
 
+    // The writer thread puts a line on stdout a moment after its answer went out: wait for the last one.
+    await waitUntil(() => server.access("/metrics").length > 0);
     for (const [path, status] of cases) {
       equal(server.access(path).length, 1, path);
       equal(server.access(path)[0].status, status, path);

@@ -10,6 +10,8 @@ export interface Figure {
   /** Divides raw samples for display (bytes -> MiB). */
   scale: number;
   better: "lower" | "higher";
+  /** Counts: shown as whole numbers. */
+  integer?: boolean;
 }
 
 /** The figures, in table order. */
@@ -38,7 +40,8 @@ export interface Row {
   figures: { [key: string]: Summary | undefined };
 }
 
-function number(value: number): string {
+function number(value: number, integer = false): string {
+  if (integer) return Math.round(value).toLocaleString("en-US");
   if (value >= 1000) return Math.round(value).toLocaleString("en-US");
   if (value >= 100) return value.toFixed(0);
   if (value >= 10) return value.toFixed(1);
@@ -46,11 +49,11 @@ function number(value: number): string {
 }
 
 /** A table cell: the median, with min-max when the samples differ. */
-export function cell(summary: Summary | undefined, scale = 1): string {
+export function cell(summary: Summary | undefined, scale = 1, integer = false): string {
   if (!summary) return "-";
-  const median = number(summary.median / scale);
+  const median = number(summary.median / scale, integer);
   if (summary.n === 1 || summary.min === summary.max) return median;
-  return `${median} (${number(summary.min / scale)}-${number(summary.max / scale)})`;
+  return `${median} (${number(summary.min / scale, integer)}-${number(summary.max / scale, integer)})`;
 }
 
 function table(measured: Row[], figures: Figure[]): string[] {
@@ -58,7 +61,9 @@ function table(measured: Row[], figures: Figure[]): string[] {
   return [
     `| ${head.join(" | ")} |`,
     `| ${head.map((_, i) => i === 0 ? "---" : "---:").join(" | ")} |`,
-    ...measured.map((r) => `| ${[r.name, ...figures.map((f) => cell(r.figures[f.key], f.scale))].join(" | ")} |`),
+    ...measured.map((r) =>
+      `| ${[r.name, ...figures.map((f) => cell(r.figures[f.key], f.scale, f.integer))].join(" | ")} |`
+    ),
   ];
 }
 
@@ -100,6 +105,11 @@ export function markdown(rows: Row[]): string {
 
 function escapeXml(text: string): string {
   return text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** A markdown table of chosen figures, without ratios (the rollout's failure counts have no useful ratio). */
+export function figureMarkdown(rows: Row[], figures: Figure[]): string {
+  return [...table(rows.filter((r) => !r.skip), figures), ...skipLines(rows)].join("\n") + "\n";
 }
 
 /** An SVG chart: one panel per figure that has data, subjects as horizontal bars with min-max whiskers. */
@@ -165,7 +175,7 @@ export function chart(rows: Row[], title: string, figures: Figure[]): string {
           y + barHeight / 2
         }" stroke="#222222"/>`,
         `<text x="${(labelWidth + Math.max(w, hi - labelWidth) + 4).toFixed(1)}" y="${y + 13}">${
-          escapeXml(number(s.median / f.scale))
+          escapeXml(number(s.median / f.scale, f.integer))
         }</text>`,
       );
     });
@@ -373,4 +383,12 @@ export function checkTargets(
     }
   }
   return checks;
+}
+
+/** Writes a run's outputs beside each other: `stem`.json (the raw record), `stem`.md (the table), `stem`.svg. */
+export function writeResults(stem: string, record: unknown, table: string, chart: string): void {
+  Deno.mkdirSync(stem.slice(0, stem.lastIndexOf("/")) || ".", { recursive: true });
+  Deno.writeTextFileSync(`${stem}.json`, JSON.stringify(record, null, 2) + "\n");
+  Deno.writeTextFileSync(`${stem}.md`, table);
+  Deno.writeTextFileSync(`${stem}.svg`, chart);
 }

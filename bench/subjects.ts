@@ -47,7 +47,8 @@ function fileSize(path: string): number | undefined {
   }
 }
 
-function which(name: string): string | undefined {
+/** The real path of a command on PATH, or undefined when it is not installed. */
+export function which(name: string): string | undefined {
   for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
     const path = `${dir}/${name}`;
     if (fileSize(path) !== undefined) return Deno.realPathSync(path);
@@ -57,11 +58,20 @@ function which(name: string): string | undefined {
 
 const READER = new URL("./reader.sh", import.meta.url).pathname;
 
+/** A command started through bench/reader.sh: its pid, the reader's report ("lines", "matched", "exit"). */
+export interface Spawned {
+  child: Deno.ChildProcess;
+  pid: Promise<number>;
+  report: { [key: string]: number };
+  stderr: string[];
+  exited: Promise<number>;
+}
+
 /**
  * Starts `command` through bench/reader.sh, which pipes its stdout into a native reader (wc -l) and reports
  * the server's pid, then its line count and exit code.
  */
-function spawn(command: string, args: string[], env: { [key: string]: string }) {
+export function spawn(command: string, args: string[], env: { [key: string]: string }): Spawned {
   const child = new Deno.Command(READER, {
     args: [command, ...args],
     cwd: ROOT,

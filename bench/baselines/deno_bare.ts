@@ -31,7 +31,11 @@ function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-/** The demo page, byte for byte as shipshape writes it for this host name and version. */
+/**
+ * The demo page, byte for byte as shipshape writes it for this host name and version (handler.ts demoPage). A copy
+ * on purpose: this floor runs alone (also in its own container) and must not load shipshape's code; a bench test
+ * compares the two servers' raw answers.
+ */
 export function page(hostname: string, version: string): string {
   return `<!DOCTYPE html>
 <html>
