@@ -45,13 +45,16 @@ function seconds(text: string, name: string): number {
   return match[2] === "ms" ? Number(match[1]) / 1000 : Number(match[1]);
 }
 
-/** Reads the rollout settings from the text of a Deployment manifest, times multiplied by `scale`. */
-export function rolloutSettings(yamlText: string, scale = 1): RolloutSettings {
+/**
+ * Reads the rollout settings from the text of a Deployment manifest, times multiplied by `scale`. A Deployment that
+ * leaves its count to a HorizontalPodAutoscaler has no `replicas`: `minReplicas` (the HPA's) stands for it.
+ */
+export function rolloutSettings(yamlText: string, scale = 1, minReplicas?: number): RolloutSettings {
   if (!(scale > 0)) throw new Error(`scale must be above 0, not ${scale}`);
   const deployment = YAML.parse(yamlText);
   if (deployment?.kind !== "Deployment") throw new Error("manifests/deployment.yaml is not a Deployment");
   const spec = need(deployment.spec, "spec");
-  const replicas = Number(spec.replicas ?? 1);
+  const replicas = Number(spec.replicas ?? minReplicas ?? 1);
   const strategy = spec.strategy ?? {};
   if ((strategy.type ?? "RollingUpdate") !== "RollingUpdate") {
     throw new Error(`manifests/deployment.yaml: strategy ${strategy.type} is not RollingUpdate`);
@@ -87,7 +90,9 @@ export function rolloutSettings(yamlText: string, scale = 1): RolloutSettings {
   };
 }
 
-/** The rollout settings of this repository's manifests/deployment.yaml. */
+/** The rollout settings of this repository's manifests/deployment.yaml, at hpa.yaml's minReplicas. */
 export function deploymentSettings(scale = 1): RolloutSettings {
-  return rolloutSettings(Deno.readTextFileSync(new URL("../manifests/deployment.yaml", import.meta.url)), scale);
+  const hpa = YAML.parse(Deno.readTextFileSync(new URL("../manifests/hpa.yaml", import.meta.url)));
+  const text = Deno.readTextFileSync(new URL("../manifests/deployment.yaml", import.meta.url));
+  return rolloutSettings(text, scale, need(hpa?.spec?.minReplicas, "HPA minReplicas (manifests/hpa.yaml)"));
 }

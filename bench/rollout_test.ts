@@ -49,7 +49,7 @@ Deno.test("rolloutSettings() follows the file: other probe times, percentages, K
     .replace("maxSurge: 1", "maxSurge: 25%")
     .replace(/\n {12}timeoutSeconds: 1/, "")
     .replace('value: "5"', 'value: "750ms"');
-  const s = rolloutSettings(edited);
+  const s = rolloutSettings(edited, 1, 2);
   equal(s.probe.periodMs, 7000);
   equal(s.probe.failureThreshold, 4);
   equal(s.probe.timeoutMs, 1000); // the default timeoutSeconds
