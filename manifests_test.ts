@@ -267,6 +267,27 @@ Deno.test("the probe paths are routes the handler answers with 200", async () =>
   equal(container.livenessProbe.httpGet.path, "/livez");
 });
 
+Deno.test("the pod's Prometheus annotations name the container's port and a path that serves metrics", async () => {
+  const template = byKind(loadManifests(), "Deployment").spec.template;
+  const annotations = template.metadata.annotations;
+  equal(annotations["prometheus.io/scrape"], "true");
+  const ports = template.spec.containers[0].ports.map((p: Obj) => String(p.containerPort));
+  ok(
+    ports.includes(annotations["prometheus.io/port"]),
+    `port ${annotations["prometheus.io/port"]} is a container port`,
+  );
+  const handler = createHandler({
+    logger: new Logger({ writer: new MemoryWriter() }),
+    metrics: new Metrics({ version: "x", startTimeSeconds: 0, rss: () => 0 }),
+    state: { draining: false },
+    version: "x",
+    hostname: "h",
+  });
+  const res = await handler(new Request(`http://pod${annotations["prometheus.io/path"]}`));
+  equal(res.status, 200);
+  match(await res.text(), /^# TYPE http_requests_total counter$/m);
+});
+
 Deno.test("every env var is one config.ts reads, and its value passes config.ts's validation", () => {
   const env = byKind(loadManifests(), "Deployment").spec.template.spec.containers[0].env;
   const values = Object.fromEntries(env.map((e: Obj) => [e.name, e.value]));
