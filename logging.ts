@@ -156,26 +156,47 @@ const USED = 0; // bytes in the ring not yet written (the main thread adds, the 
 const BROKEN = 1; // 1 once stdout failed for good
 const THREAD_LOST = 2; // lines the thread discarded after stdout failed
 const THREAD_WAITS = 3; // times the thread waited for a full non-blocking stdout
-const CONTROL_BYTES = 16;
+const ASLEEP = 4; // 1 while the thread sleeps until woken (it was idle for a while)
+const CONTROL_BYTES = 32;
+
+/** While lines keep coming, the writer thread looks for more this often (milliseconds)... */
+const POLL_MS = 0.2;
+/** ...and after this many looks that find nothing, it sleeps until the main thread wakes it. */
+const IDLE_POLLS = 50;
 
 /**
- * The writer thread's loop, sent to a Worker as source text (so it must not refer to anything outside itself).
- * It writes what the ring holds to stdout as soon as stdout takes it, and sleeps when the ring is empty.
+ * The writer thread's loop, sent to a Worker as source text (so it must not refer to anything outside itself: its
+ * settings come in the message). It writes what the ring holds to stdout as soon as stdout takes it. Under load it
+ * looks for new lines every `poll` ms instead of being woken for each one, so one write carries the lines of that
+ * interval and neither thread makes a system call per line; after `idle` empty looks it sleeps until woken.
  */
-function writerThread(event: MessageEvent<{ sab: SharedArrayBuffer; capacity: number }>): void {
-  const { sab, capacity } = event.data;
-  const control = new Int32Array(sab, 0, 4);
-  const ring = new Uint8Array(sab, 16, capacity);
+function writerThread(
+  event: MessageEvent<{ sab: SharedArrayBuffer; capacity: number; poll: number; idle: number }>,
+): void {
+  const { sab, capacity, poll, idle } = event.data;
+  const control = new Int32Array(sab, 0, 8);
+  const ring = new Uint8Array(sab, 32, capacity);
   const pause = new Int32Array(new SharedArrayBuffer(4));
   let tail = 0;
   let backoff = 1;
   let broken = false;
+  let empty = 0;
   for (;;) {
     const used = Atomics.load(control, 0);
     if (used === 0) {
+      if (empty < idle) {
+        empty++;
+        Atomics.wait(pause, 0, 0, poll);
+        continue;
+      }
+      // Asleep: from now on the main thread wakes it for the next line (it checks this flag after adding one).
+      Atomics.store(control, 4, 1);
       Atomics.wait(control, 0, 0);
+      Atomics.store(control, 4, 0);
+      empty = 0;
       continue;
     }
+    empty = 0;
     // At most PIPE_BUF (4096) bytes a write: a pipe takes such a write whole or not at all, even when it is
     // non-blocking (Deno's writeSync may have written part of a larger one before it reports WouldBlock).
     const chunk = ring.subarray(tail, tail + Math.min(used, capacity - tail, 4096));
@@ -236,12 +257,12 @@ export class ThreadedWriter implements LineSink {
     this.#capacity = capacity;
     this.#full = full;
     const sab = new SharedArrayBuffer(CONTROL_BYTES + capacity);
-    this.#control = new Int32Array(sab, 0, 4);
+    this.#control = new Int32Array(sab, 0, CONTROL_BYTES / 4);
     this.#ring = new Uint8Array(sab, CONTROL_BYTES, capacity);
     const source = `self.onmessage = ${writerThread.toString()};`;
     const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
     this.#worker = new Worker(url, { type: "module" });
-    this.#worker.postMessage({ sab, capacity });
+    this.#worker.postMessage({ sab, capacity, poll: POLL_MS, idle: IDLE_POLLS });
     URL.revokeObjectURL(url);
   }
 
@@ -284,7 +305,10 @@ export class ThreadedWriter implements LineSink {
       this.#ring.set(bytes.subarray(offset, offset + n), this.#head);
       this.#head = (this.#head + n) % this.#capacity;
       offset += n;
-      if (Atomics.add(this.#control, USED, n) === 0) Atomics.notify(this.#control, USED);
+      // The thread is woken only when it sleeps; while it polls it finds the line by itself.
+      if (Atomics.add(this.#control, USED, n) === 0 && Atomics.load(this.#control, ASLEEP)) {
+        Atomics.notify(this.#control, USED);
+      }
     }
     return true;
   }
