@@ -123,3 +123,15 @@ Deno.test("every test package deno.json imports is pinned to an exact version an
     equal(lock.specifiers[`npm:${spec[1]}@${spec[2]}`], spec[2], `${target} is in deno.lock`);
   }
 });
+
+Deno.test("every task but the server's and the image's installs the npm packages before it runs (nodeModulesDir manual)", () => {
+  // With "nodeModulesDir": "manual", a task that imports npm packages without `deno install` first fails on a fresh
+  // clone ("Could not find a matching package ... in the node_modules directory"). The server, its image and its
+  // executable use none, and must not fetch any.
+  const none = ["run", "dev", "image", "compile"];
+  for (const [name, task] of Object.entries(deno.tasks)) {
+    const script = /^bash (tools\/\S+\.sh)/.exec(task.command)?.[1];
+    const text = task.command + (script ? Deno.readTextFileSync(new URL(script, import.meta.url)) : "");
+    equal(/\bdeno install\b/.test(text), !none.includes(name), `deno task ${name}: ${task.command}`);
+  }
+});

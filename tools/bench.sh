@@ -19,4 +19,5 @@ if [ "${1:-}" = soak ]; then
   script=bench/soak.ts
   shift
 fi
+deno install --quiet # the npm packages bench/ imports (deno.json: nodeModulesDir manual)
 exec deno run --allow-all "$script" "$@"
