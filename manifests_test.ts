@@ -245,15 +245,20 @@ Deno.test("restrictedViolations() names each field that breaks the profile", () 
   ]);
 });
 
-Deno.test("the probe paths are routes the handler answers with 200", async () => {
-  const container = byKind(loadManifests(), "Deployment").spec.template.spec.containers[0];
-  const handler = createHandler({
+/** The real handler, as a pod runs it (its log kept in memory). */
+function podHandler() {
+  return createHandler({
     logger: new Logger({ writer: new MemoryWriter() }),
     metrics: new Metrics({ version: "x", startTimeSeconds: 0, rss: () => 0 }),
     state: { draining: false },
     version: "x",
     hostname: "h",
   });
+}
+
+Deno.test("the probe paths are routes the handler answers with 200", async () => {
+  const container = byKind(loadManifests(), "Deployment").spec.template.spec.containers[0];
+  const handler = podHandler();
   const ports = container.ports.map((p: Obj) => p.containerPort);
   for (const probe of ["readinessProbe", "livenessProbe", "startupProbe"]) {
     if (!container[probe]) continue;
@@ -276,13 +281,7 @@ Deno.test("the pod's Prometheus annotations name the container's port and a path
     ports.includes(annotations["prometheus.io/port"]),
     `port ${annotations["prometheus.io/port"]} is a container port`,
   );
-  const handler = createHandler({
-    logger: new Logger({ writer: new MemoryWriter() }),
-    metrics: new Metrics({ version: "x", startTimeSeconds: 0, rss: () => 0 }),
-    state: { draining: false },
-    version: "x",
-    hostname: "h",
-  });
+  const handler = podHandler();
   const res = await handler(new Request(`http://pod${annotations["prometheus.io/path"]}`));
   equal(res.status, 200);
   match(await res.text(), /^# TYPE http_requests_total counter$/m);
