@@ -48,7 +48,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const NO_BODY_STATUSES = new Set([204, 205, 304]);
 const TEXT = "text/plain; charset=utf-8";
 const encoder = new TextEncoder();
-const latin1Decoder = new TextDecoder();
+const utf8Decoder = new TextDecoder();
 
 /**
  * A valid Host (RFC 3986 authority without user info): a registered name (unreserved, percent-encoded or
@@ -134,8 +134,9 @@ export function requestTarget(url: string, host: string | null): Target {
   const path = query === -1 ? rest : rest.slice(0, query);
   // Only a path that could change under URL normalisation pays for the parser.
   const route = /[%.\\#]/.test(path) ? routePath(path) : path;
-  // A Host header that is present must be valid even where Deno did not use it.
-  return { path, route, hostValid: validHost(authority) && (host === null || validHost(host)) };
+  // A Host header that is present must be valid even where Deno did not use it (checked once when it was used).
+  const hostValid = validHost(authority) && (host === null || host === authority || validHost(host));
+  return { path, route, hostValid };
 }
 
 function routePath(path: string): string {
@@ -151,7 +152,7 @@ export function headerText(value: string): string {
   if (!/[\x80-\xff]/.test(value)) return value;
   const bytes = new Uint8Array(value.length);
   for (let i = 0; i < value.length; i++) bytes[i] = value.charCodeAt(i);
-  return latin1Decoder.decode(bytes);
+  return utf8Decoder.decode(bytes);
 }
 
 function escapeHtml(value: string): string {
@@ -314,7 +315,7 @@ export function createHandler(options: HandlerOptions): Handler {
     ["/readyz", {
       template: "/readyz",
       exempt: true,
-      run: (call) => state.draining ? call.text(503, "draining\n") : call.text(200, "ok\n"),
+      run: (call) => state.draining ? call.text(503, "draining\n") : ok(call),
     }],
     ["/metrics", {
       template: "/metrics",
