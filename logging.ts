@@ -237,8 +237,9 @@ function writerThread(
 
 /**
  * The stdout sink: a ring buffer of `capacity` bytes shared with a writer thread. writeLine copies the line into
- * the ring and returns; the thread writes it at once when stdout takes it. A full ring (the reader stalled for
- * longer than the ring lasts) makes writeLine wait for room, or drop the line and count it.
+ * the ring and returns; the thread writes it as soon as stdout takes it (at once when idle, within POLL_MS under
+ * load). A full ring (the reader stalled for longer than the ring lasts) makes writeLine wait for room, or drop the
+ * line and count it.
  */
 export class ThreadedWriter implements LineSink {
   #control: Int32Array;
@@ -250,7 +251,6 @@ export class ThreadedWriter implements LineSink {
   #lost = 0;
   #waits = 0;
   #unreported = 0;
-  #worker: Worker;
   dropped = 0;
 
   constructor(capacity: number, full: BufferFull) {
@@ -261,8 +261,8 @@ export class ThreadedWriter implements LineSink {
     this.#ring = new Uint8Array(sab, CONTROL_BYTES, capacity);
     const source = `self.onmessage = ${writerThread.toString()};`;
     const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
-    this.#worker = new Worker(url, { type: "module" });
-    this.#worker.postMessage({ sab, capacity, poll: POLL_MS, idle: IDLE_POLLS });
+    // The thread runs until the process exits (every exit of the server is explicit).
+    new Worker(url, { type: "module" }).postMessage({ sab, capacity, poll: POLL_MS, idle: IDLE_POLLS });
     URL.revokeObjectURL(url);
   }
 
@@ -331,11 +331,6 @@ export class ThreadedWriter implements LineSink {
 
   reported(n: number): void {
     this.#unreported -= n;
-  }
-
-  /** Ends the writer thread (tests; the server exits instead). */
-  close(): void {
-    this.#worker.terminate();
   }
 }
 
