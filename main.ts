@@ -152,26 +152,29 @@ export function guardProcess(logger: Logger): void {
  * returns the function that hands them the shutdown once the server exists. A signal that arrives before that
  * waits for it. A repeat within SIGNAL_REPEAT_MS of the first is the same event; a later one exits at once.
  */
-function listenForSignals(): (
-  onFirst: (signal: ShutdownSignal) => void,
-  onSecond: (signal: ShutdownSignal, first: ShutdownSignal) => never,
-) => void {
+/** What the signal listeners hand over to once the server exists. */
+interface SignalHandlers {
+  onFirst(signal: ShutdownSignal): void;
+  onSecond(signal: ShutdownSignal, first: ShutdownSignal): never;
+}
+
+function listenForSignals(): (handlers: SignalHandlers) => void {
   let first: { signal: ShutdownSignal; at: number } | undefined;
-  let handlers: { onFirst: (s: ShutdownSignal) => void; onSecond: (s: ShutdownSignal, f: ShutdownSignal) => never };
+  let handlers: SignalHandlers | undefined;
   for (const signal of Object.keys(SIGNAL_NUMBERS) as ShutdownSignal[]) {
     Deno.addSignalListener(signal, () => {
       if (!first) {
         first = { signal, at: performance.now() };
         handlers?.onFirst(signal);
       } else if (performance.now() - first.at >= SIGNAL_REPEAT_MS) {
-        if (handlers) handlers.onSecond(signal, first.signal);
-        Deno.exit(128 + SIGNAL_NUMBERS[signal]);
+        handlers?.onSecond(signal, first.signal);
+        Deno.exit(128 + SIGNAL_NUMBERS[signal]); // no server yet: nothing to log or flush
       }
     });
   }
-  return (onFirst, onSecond) => {
-    handlers = { onFirst, onSecond };
-    if (first) onFirst(first.signal);
+  return (given) => {
+    handlers = given;
+    if (first) given.onFirst(first.signal);
   };
 }
 
@@ -221,13 +224,13 @@ export function serve(): void {
     onState: (listening) => metrics.listening.set(listening ? 1 : 0),
   });
 
-  signals(
-    (signal) => startShutdown({ signal, listener, state, metrics, logger, config, exit }),
-    (signal, first) => {
+  signals({
+    onFirst: (signal) => startShutdown({ signal, listener, state, metrics, logger, config, exit }),
+    onSecond: (signal, first) => {
       logger.warn("second signal: exiting at once", { signal, first });
       return exit(128 + SIGNAL_NUMBERS[signal], LOG_FLUSH_AT_ONCE_MS);
     },
-  );
+  });
 
   try {
     listener.listen();
