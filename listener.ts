@@ -94,7 +94,8 @@ export class Listener {
   /** Stops accepting (and retrying) and resolves once the connections of every listening server have finished. */
   async shutdown(): Promise<void> {
     this.#stopping = true;
-    clearTimeout(this.#timer);
+    // Only when set: the first call of the global timer functions loads Node's timer module (see main.ts sleep).
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#options.onState?.(false);
     // A failed server is drained too: without that, the exit can come before Deno wrote answers its handlers gave.
     // (Its failure was logged already: a rejection of its shutdown says nothing new.)

@@ -46,8 +46,15 @@ function readConfig(): Config {
   }
 }
 
+/**
+ * Resolves after `ms`, on Deno's own timers (through AbortSignal.timeout; the timer cannot be cancelled and keeps the
+ * process alive until it fires or the process exits). Not the global setTimeout: since Deno 2.8 that is Node's
+ * (denoland/deno#33118), and its first call loads Node's timer module, which blocks the event loop for about 9 ms
+ * (measured on Deno 2.9.6). On the stop path that was most of what an idle stop took beyond a bare Deno server.
+ */
 function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  const signal = AbortSignal.timeout(ms);
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 }
 
 /** Resolves once no request is in flight (requests on a server whose accept loop failed included). */
@@ -92,11 +99,10 @@ async function shutdown({ signal, listener, state, metrics, logger, config, exit
   //    shutdown() has no deadline of its own, so it races the timeout. (Aborting the serve signal instead would
   //    cut requests off, and aborting it after shutdown() began crashes the process: neither is used.)
   const drainStarted = performance.now();
-  let timer: ReturnType<typeof setTimeout> | undefined;
   const outcome = await Promise.race([
     listener.shutdown().then(() => settled(metrics)).then(() => "drained" as const),
-    new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), config.shutdownTimeoutMs)),
-  ]).finally(() => clearTimeout(timer));
+    sleep(config.shutdownTimeoutMs).then(() => "timeout" as const),
+  ]);
   // 4. Exit explicitly: as PID 1 a process that merely runs out of work is not a clean exit on every Deno.
   if (outcome === "drained") {
     logger.info("shutdown complete", {
