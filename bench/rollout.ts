@@ -317,7 +317,7 @@ async function setup(script: string): Promise<boolean> {
   return out.success;
 }
 
-/** Sources tools/engine.sh (podman and its CONTAINERS_CONF) and builds the image if it is missing. */
+/** Sources tools/engine.sh (podman and its CONTAINERS_CONF) and builds the image from this checkout. */
 async function containerSetup(): Promise<boolean> {
   const out = await new Deno.Command("bash", {
     args: ["-c", '. tools/engine.sh && printf "%s" "${CONTAINERS_CONF:-}"'],
@@ -328,9 +328,7 @@ async function containerSetup(): Promise<boolean> {
   if (!out.success) return false;
   const conf = new TextDecoder().decode(out.stdout);
   if (conf) Deno.env.set("CONTAINERS_CONF", conf);
-  const image = Deno.env.get("SHIPSHAPE_IMAGE") ?? "localhost/shipshape:latest";
-  const exists = await new Deno.Command("podman", { args: ["image", "exists", image] }).output();
-  return exists.success || await setup("tools/image.sh");
+  return setup("tools/fresh_image.sh");
 }
 
 if (import.meta.main) {
