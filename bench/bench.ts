@@ -58,7 +58,7 @@ function parseOptions(args: string[]): Options {
     quick,
     only: value("--only")?.split(","),
     out: value("--out") ?? `${ROOT}bench/results`,
-    starts: runs ?? (quick ? 2 : 7),
+    starts: runs ?? (quick ? 2 : 11),
     drains: runs ?? (quick ? 1 : 3),
     loadRounds: runs ?? (quick ? 1 : 5),
     loadSeconds: seconds ?? (quick ? 2 : 10),
