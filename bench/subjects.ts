@@ -323,8 +323,17 @@ function denortAvailable(): boolean {
 }
 
 /**
+ * Whether the images are taken as they are (SHIPSHAPE_IMAGE_PREBUILT, as for tools/test.sh: CI builds them with
+ * podman build). Otherwise every run rebuilds them from the checkout (the layer cache makes that quick), so a row
+ * never measures an image of older code.
+ */
+function prebuilt(image: string): boolean {
+  return Boolean(Deno.env.get("SHIPSHAPE_IMAGE_PREBUILT")) && podmanImageExists(image) === true;
+}
+
+/**
  * "shipshape container": the image SHIPSHAPE_IMAGE names, as before; its prepare() makes it the runtime target
- * (that image when it is one, else its `-runtime` tag beside it, built by tools/image.sh when missing).
+ * (that image when it is one, else its `-runtime` tag beside it, built by tools/image.sh unless prebuilt).
  */
 function runtimeContainer(image: string): Subject {
   const subject = containerSubject(image);
@@ -332,7 +341,7 @@ function runtimeContainer(image: string): Subject {
   subject.prepare = async () => {
     if (await imageTarget(image) === "runtime") return undefined;
     subject.image = targetTag(image, "runtime");
-    if (podmanImageExists(subject.image)) return undefined;
+    if (prebuilt(subject.image)) return undefined;
     const failed = await run("bash", ["tools/image.sh", "--target", "runtime"], { SHIPSHAPE_IMAGE: subject.image });
     return failed && `shipshape container: tools/image.sh --target runtime failed: ${failed}`;
   };
@@ -366,7 +375,7 @@ export function floorSubjects(image: string): Subject[] {
       compiled.image = image;
       return undefined;
     }
-    if (podmanImageExists(compiled.image!)) return undefined;
+    if (prebuilt(compiled.image!)) return undefined;
     if (!denortAvailable()) {
       return `shipshape compiled container: deno compile needs a denort ${Deno.version.deno} (DENORT_BIN unset, dl.deno.land unreachable)`;
     }
