@@ -341,7 +341,9 @@ if (import.meta.main) {
   }
   if (!await setup("tools/haproxy.sh")) Deno.exit(1);
   if (options.container && !await containerSetup()) {
-    console.error("rollout: no container engine for --container (tools/engine.sh failed)");
+    console.error(
+      "rollout: --container needs podman and the image: tools/engine.sh or tools/fresh_image.sh failed (above)",
+    );
     Deno.exit(1);
   }
   let outcomes: Outcome[];
