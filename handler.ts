@@ -141,7 +141,8 @@ export function requestTarget(url: string, host: string | null): Target {
 
 function routePath(path: string): string {
   try {
-    return new URL(path.replaceAll("#", "%23"), "http://h").pathname;
+    // Joined, not resolved against a base: as a relative reference "//x/readyz" would name the host x, path /readyz.
+    return new URL("http://h" + path.replaceAll("#", "%23")).pathname;
   } catch {
     return path;
   }

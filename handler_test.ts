@@ -339,6 +339,7 @@ Deno.test("property: the router answers any path and method with exactly the sta
     fc.string({ unit: "binary" }).map((s) => "/status/" + encodeURIComponent(s)),
     fc.integer({ min: -1000, max: 100_000 }).map((n) => `/status/${n}`),
     fc.string().map((s) => "/" + encodeURIComponent(s)),
+    fc.webPath().map((s) => "/" + s), // "//x/...": a path, though a relative URL would read x as a host
   );
   /** The status the route table defines for a request (the property: nothing else decides it). */
   function expected(m: string, pathname: string): number {
@@ -395,6 +396,13 @@ Deno.test("requestTarget() takes the path the client sent, never what the Host h
     route: "/livez",
     hostValid: true,
   });
+  // A path that starts with "//" stays a path: it never names a host that would move the route elsewhere.
+  deepStrictEqual(requestTarget("http://h//evil.%2e/readyz", "h"), {
+    path: "//evil.%2e/readyz",
+    route: "//evil.%2e/readyz",
+    hostValid: true,
+  });
+  equal(requestTarget("http://h//%E1%83%90", "h").route, "//%E1%83%90");
   // An absolute-form target: its own authority counts (Deno ignores Host), and it must be valid too.
   deepStrictEqual(requestTarget("http://foo/livez?q", "other"), { path: "/livez", route: "/livez", hostValid: true });
   equal(requestTarget("http://foo:99999/livez", "x").hostValid, false);
