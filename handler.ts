@@ -51,10 +51,11 @@ const encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
 /**
- * A valid Host (RFC 3986 authority without user info): a registered name (unreserved, percent-encoded or
- * sub-delimiter characters), an IPv4 address or a bracketed IPv6 address, then an optional port up to 65535.
+ * A valid Host name: a registered name (letters, digits, "-", ".", "_", "~" or percent-encoded octets; RFC 3986's
+ * sub-delimiters such as "*" or "&" are allowed there but never appear in a real host name) or an IPv4 address.
+ * A bracketed IPv6 address is checked by the URL parser.
  */
-const HOST = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*$|^\[[0-9A-Fa-f:.]+\]$/;
+const HOST_NAME = /^(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})+$/;
 
 /** The UTF-8 size of `text` (its length when it is ASCII, the common case, without encoding it). */
 export function utf8Length(text: string): number {
@@ -88,61 +89,86 @@ export function parseStatus(param: string): number | undefined {
   return code >= 200 && code <= 599 ? code : undefined;
 }
 
-/** True when `authority` is a valid Host value: a host name or address and an optional port up to 65535. */
+/**
+ * True when `authority` is a valid Host value: a host name, an IPv4 address or a bracketed IPv6 address, then an
+ * optional port (digits, leading zeros allowed) up to 65535. Empty names, user info and IPvFuture are refused.
+ */
 export function validHost(authority: string): boolean {
   let host = authority;
   const colon = authority.lastIndexOf(":");
   if (colon !== -1 && colon > authority.lastIndexOf("]")) {
     const port = authority.slice(colon + 1);
-    if (!/^\d{0,5}$/.test(port) || Number(port) > 65535) return false;
+    if (!/^\d*$/.test(port) || Number(port) > 65535) return false;
     host = authority.slice(0, colon);
   }
-  return HOST.test(host);
+  if (host.charCodeAt(0) !== 91 /* "[" */) return HOST_NAME.test(host);
+  if (!/^\[[0-9A-Fa-f:.]+\]$/.test(host)) return false;
+  try {
+    new URL(`http://${host}/`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The request target as the client sent it, split for the log and for routing. */
 export interface Target {
   /** The path as sent, without the query string (which often carries secrets): what the access line shows. */
   path: string;
-  /** The path the router matches: dot segments and percent-encoded unreserved characters resolved. */
+  /** The path the router matches: dot segments resolved as a URL parser does (percent-encoding is kept). */
   route: string;
-  /** False when the authority (the Host header, or an absolute-form target's) is malformed: a 400. */
-  hostValid: boolean;
+  /** Why the request is refused with 400 ("bad host header", "bad request target"), or undefined when it is not. */
+  problem: string | undefined;
 }
 
 /**
  * Splits Deno's `request.url` back into the request target the client sent. Deno builds that URL as
- * `http://` + the Host header + the target (or, for an absolute-form target, the client's URL as is; with no
- * Host, the listening address), so `new URL(url).pathname` lets a Host such as `x/metrics?` choose the route.
- * Here the Host is validated and cut off exactly; only what follows it is the client's path.
+ * `http://` + the Host header + the target, so `new URL(url).pathname` lets a Host such as `x/metrics?` choose
+ * the route. Deno's exceptions: a Host that is not ASCII is decoded as UTF-8 there (while the header keeps one
+ * character per byte); a Host that is empty, absent or not UTF-8 is replaced by the listening address; an
+ * absolute-form target (or an HTTP/2 :authority) is taken as is. Here the Host is cut off exactly, so only what
+ * follows it is the client's path; any other authority must be valid and, when there is a Host, be that Host
+ * (RFC 9112 3.2: a client must send them identical), or the answer is a 400.
  */
 export function requestTarget(url: string, host: string | null): Target {
-  const start = url.indexOf("//") + 2;
-  let rest: string;
-  let authority: string;
-  if (host && url.startsWith(host, start) && url.charCodeAt(start + host.length) === 47 /* "/" */) {
-    authority = host;
-    rest = url.slice(start + host.length);
-  } else {
-    // An absolute-form target (Deno keeps its authority and ignores the Host header, as HTTP says to), or a Host
-    // Deno replaced by the listening address (missing, empty, or not ASCII).
-    const slash = url.indexOf("/", start);
-    authority = slash === -1 ? url.slice(start) : url.slice(start, slash);
-    rest = slash === -1 ? "/" : url.slice(slash);
+  const start = url.indexOf("://") + 3;
+  let authority: string | undefined;
+  if (host !== null) {
+    if (hostAt(url, start, host)) authority = host;
+    else if (/[\x80-\xff]/.test(host) && hostAt(url, start, headerText(host))) authority = headerText(host);
   }
+  let problem: string | undefined;
+  if (authority === undefined) {
+    let end = start;
+    while (end < url.length && !AUTHORITY_END.has(url[end])) end++;
+    authority = url.slice(start, end);
+    if (host !== null && host.toLowerCase() !== authority.toLowerCase()) problem = "bad host header";
+  }
+  if (!validHost(authority)) problem = "bad host header";
+  let rest = url.slice(start + authority.length);
+  // RFC 9112 3.2: no fragment in a request target. Deno keeps what HTTP/1.1 sends, so a "#" would route as a path.
+  const http = url.startsWith("http://") || /^https?$/i.test(url.slice(0, start - 3));
+  if (!http || rest.includes("#")) problem ??= "bad request target";
+  if (rest.charCodeAt(0) !== 47 /* "/" */) rest = "/" + rest; // "http://a?x": an empty path is "/"
   const query = rest.indexOf("?");
   const path = query === -1 ? rest : rest.slice(0, query);
   // Only a path that could change under URL normalisation pays for the parser.
-  const route = /[%.\\#]/.test(path) ? routePath(path) : path;
-  // A Host header that is present must be valid even where Deno did not use it (checked once when it was used).
-  const hostValid = validHost(authority) && (host === null || host === authority || validHost(host));
-  return { path, route, hostValid };
+  const route = /[%.\\]/.test(path) ? routePath(path) : path;
+  return { path, route, problem };
+}
+
+const AUTHORITY_END = new Set(["/", "?", "#"]);
+
+/** True when `url` holds `host` at `start`, followed by the end of the authority. */
+function hostAt(url: string, start: number, host: string): boolean {
+  const next = url[start + host.length];
+  return url.startsWith(host, start) && (next === undefined || AUTHORITY_END.has(next));
 }
 
 function routePath(path: string): string {
   try {
     // Joined, not resolved against a base: as a relative reference "//x/readyz" would name the host x, path /readyz.
-    return new URL("http://h" + path.replaceAll("#", "%23")).pathname;
+    return new URL("http://h" + path).pathname;
   } catch {
     return path;
   }
@@ -436,9 +462,9 @@ export function createHandler(options: HandlerOptions): Handler {
     metrics.inFlight.add(1);
     let response: Response | Promise<Response>;
     try {
-      if (!target.hostValid) {
+      if (target.problem !== undefined) {
         call.close = true;
-        response = call.text(400, "bad host header\n");
+        response = call.text(400, target.problem + "\n");
       } else if (call.method !== "GET" && call.method !== "HEAD") {
         response = call.text(405, "method not allowed\n", { allow: ALLOWED_METHODS });
       } else if (waiting >= maxInFlight && !route.exempt) {

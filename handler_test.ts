@@ -331,6 +331,14 @@ Deno.test("handler() sends a locked-down Content-Security-Policy with the HTML p
   await res.body?.cancel();
 });
 
+/** The status the route table defines for a GET or HEAD of a path (as a URL parser resolves it). */
+function routeStatus(pathname: string): number {
+  if (["/", "/livez", "/readyz", "/metrics", "/info", "/healthz"].includes(pathname)) return 200;
+  const status = /^\/status\/([^/]*)$/.exec(pathname);
+  if (status) return parseStatus(status[1]) ?? 400;
+  return 404;
+}
+
 Deno.test("property: the router answers any path and method with exactly the status its route defines, and one access line", async () => {
   const method = fc.constantFrom("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW", "get");
   const path = fc.oneof(
@@ -340,28 +348,30 @@ Deno.test("property: the router answers any path and method with exactly the sta
     fc.integer({ min: -1000, max: 100_000 }).map((n) => `/status/${n}`),
     fc.string().map((s) => "/" + encodeURIComponent(s)),
     fc.webPath().map((s) => "/" + s), // "//x/...": a path, though a relative URL would read x as a host
+    // What a URL parser rewrites: dot segments (plain, encoded, with backslashes), fragments, queries.
+    fc.string({ unit: fc.constantFrom("/", ".", "%2e", "%2E", "\\", "#", "?", "readyz", "livez", "a"), maxLength: 8 })
+      .map((s) => "/" + s),
   );
-  /** The status the route table defines for a request (the property: nothing else decides it). */
-  function expected(m: string, pathname: string): number {
-    if (m !== "GET" && m !== "HEAD") return 405;
-    if (["/", "/livez", "/readyz", "/metrics", "/info", "/healthz"].includes(pathname)) return 200;
-    const status = /^\/status\/([^/]*)$/.exec(pathname);
-    if (status) return parseStatus(status[1]) ?? 400;
-    return 404;
-  }
+  const { out, metrics, handler } = setupRaw();
   await fc.assert(
     fc.asyncProperty(method, path, async (m, p) => {
       fc.pre(!p.startsWith("/delay/") && !p.startsWith("/stream/")); // those wait by design
-      const { call, out, metrics } = setup();
-      const res = await call(p, { method: m });
+      // The URL as Deno.serve builds it, with the target as sent: not normalised as `new Request` would.
+      const before = out.lines.length;
+      const res = await handler(new Request("http://localhost/", { method: m }), undefined, `http://localhost${p}`);
+      const sent = p.startsWith("/") ? p : "/" + p; // Deno's URL always has a path; an empty one is "/"
       await res.body?.cancel();
       const effective = new Request("http://h/", { method: m }).method; // Fetch upper-cases "get", the wire does not
-      const pathname = new URL(`http://h${p}`).pathname;
-      equal(res.status, expected(effective, pathname), `${m} ${p}`);
+      const expected = p.includes("#")
+        ? 400 // RFC 9112: a request target has no fragment
+        : effective !== "GET" && effective !== "HEAD"
+        ? 405
+        : routeStatus(new URL(`http://h${p}`).pathname);
+      equal(res.status, expected, `${m} ${p}`);
       match(res.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/);
-      equal(out.lines.length, 1);
-      const [access] = out.records();
-      equal(access.path, pathname);
+      equal(out.lines.length, before + 1);
+      const access = out.records().at(-1)!;
+      equal(access.path, sent.split("?")[0], "the log shows the path as sent");
       equal(access.status, res.status);
       equal(metrics.inFlight.get(), 0);
     }),
@@ -378,50 +388,75 @@ Deno.test("utf8Length() counts UTF-8 bytes, ASCII or not", () => {
 });
 
 Deno.test("requestTarget() takes the path the client sent, never what the Host header shifts", () => {
+  const target = (path: string, route = path, problem?: string) => ({ path, route, problem });
   // Deno builds request.url as "http://" + Host + target.
-  deepStrictEqual(requestTarget("http://x/metrics?/private?token=abc", "x/metrics?"), {
-    path: "/private",
-    route: "/private",
-    hostValid: false,
-  });
-  deepStrictEqual(requestTarget("http://h:8080/livez?x=1", "h:8080"), {
-    path: "/livez",
-    route: "/livez",
-    hostValid: true,
-  });
-  // The log keeps the path as sent; the router resolves dot segments and percent-encoding.
-  deepStrictEqual(requestTarget("http://h/a/../livez", "h"), { path: "/a/../livez", route: "/livez", hostValid: true });
-  deepStrictEqual(requestTarget("http://h/%2e%2e/livez", "h"), {
-    path: "/%2e%2e/livez",
-    route: "/livez",
-    hostValid: true,
-  });
+  deepStrictEqual(
+    requestTarget("http://x/metrics?/private?token=abc", "x/metrics?"),
+    target("/private", "/private", "bad host header"),
+  );
+  deepStrictEqual(requestTarget("http://h:8080/livez?x=1", "h:8080"), target("/livez"));
+  // The log keeps the path as sent; the router resolves dot segments as a URL parser does.
+  deepStrictEqual(requestTarget("http://h/a/../livez", "h"), target("/a/../livez", "/livez"));
+  deepStrictEqual(requestTarget("http://h/%2e%2e/livez", "h"), target("/%2e%2e/livez", "/livez"));
   // A path that starts with "//" stays a path: it never names a host that would move the route elsewhere.
-  deepStrictEqual(requestTarget("http://h//evil.%2e/readyz", "h"), {
-    path: "//evil.%2e/readyz",
-    route: "//evil.%2e/readyz",
-    hostValid: true,
-  });
+  deepStrictEqual(requestTarget("http://h//evil.%2e/readyz", "h"), target("//evil.%2e/readyz"));
   equal(requestTarget("http://h//%E1%83%90", "h").route, "//%E1%83%90");
-  // An absolute-form target: its own authority counts (Deno ignores Host), and it must be valid too.
-  deepStrictEqual(requestTarget("http://foo/livez?q", "other"), { path: "/livez", route: "/livez", hostValid: true });
-  equal(requestTarget("http://foo:99999/livez", "x").hostValid, false);
-  // No Host (HTTP/1.0): Deno uses the listening address.
-  deepStrictEqual(requestTarget("http://localhost:8080/livez", null), {
-    path: "/livez",
-    route: "/livez",
-    hostValid: true,
-  });
-  // A Host Deno could not use (not ASCII) is still judged.
-  equal(requestTarget("http://localhost:8080/livez", "H\xc3\xa9").hostValid, false);
+  // A Host that is valid UTF-8 but not ASCII: Deno's URL has it decoded, the header one character per byte.
+  deepStrictEqual(
+    requestTarget("http://\u00e9/status/503?/readyz", "\xc3\xa9/status/503?"),
+    target("/readyz", "/readyz", "bad host header"),
+  );
+  // Empty, or not UTF-8: Deno puts the listening address in its place; the Host is judged all the same.
+  deepStrictEqual(
+    requestTarget("http://localhost:8080/livez", "\xff/x?"),
+    target("/livez", "/livez", "bad host header"),
+  );
+  deepStrictEqual(requestTarget("http://localhost:8080/livez", ""), target("/livez", "/livez", "bad host header"));
+  // No Host (HTTP/1.0): Deno uses the listening address, which is fine.
+  deepStrictEqual(requestTarget("http://localhost:8080/livez", null), target("/livez"));
+  // An absolute-form target (or HTTP/2's :authority): its authority must be valid and be the Host, when there is one.
+  deepStrictEqual(requestTarget("http://foo/livez?q", "foo"), target("/livez"));
+  deepStrictEqual(requestTarget("HTTP://FOO/livez", "foo"), target("/livez"));
+  deepStrictEqual(requestTarget("https://foo/livez", null), target("/livez"));
+  deepStrictEqual(requestTarget("http://foo/livez?q", "other"), target("/livez", "/livez", "bad host header"));
+  deepStrictEqual(requestTarget("http://foo:99999/livez", null), target("/livez", "/livez", "bad host header"));
+  deepStrictEqual(requestTarget("http://a*", null), target("/", "/", "bad host header")); // HTTP/2 ":path *"
+  // An empty path is "/", and the query never becomes the path or the authority.
+  deepStrictEqual(requestTarget("http://a?/readyz", "a"), target("/"));
+  deepStrictEqual(requestTarget("http://a?x", "a"), target("/"));
+  // Only http and https; no fragment (RFC 9112 3.2), which Deno would otherwise pass on as part of the path.
+  deepStrictEqual(
+    requestTarget("foo://a/x\\..\\readyz", "a"),
+    target("/x\\..\\readyz", "/readyz", "bad request target"),
+  );
+  deepStrictEqual(
+    requestTarget("http://a/a#/../readyz", "a"),
+    target("/a#/../readyz", "/a", "bad request target"),
+  );
+  equal(requestTarget("http://a/readyz?x#y", "a").problem, "bad request target");
 });
 
 Deno.test("validHost() accepts names, IPv4, bracketed IPv6 and ports up to 65535, and nothing else", () => {
-  for (const good of ["x", "example.com", "a-b.c_d~", "10.0.0.1:8080", "[::1]", "[::1]:80", "h:", "%41"]) {
-    ok(validHost(good), good);
-  }
-  for (const bad of ["a b", "x:99999", "[x]", "a|b", "x/metrics?", "x#", "user@h", "x\\y", "a:b:c", "H\xe9", "[::1"]) {
-    ok(!validHost(bad), bad);
+  const good = ["x", "example.com", "a-b.c_d~", "10.0.0.1:8080", "[::1]", "[::1]:80", "h:", "%41", "a.:0", "a:000080"];
+  for (const host of good) ok(validHost(host), host);
+  const bad = [
+    "a b",
+    "x:99999",
+    "[x]",
+    "a|b",
+    "x/metrics?",
+    "x#",
+    "user@h",
+    "x\\y",
+    "a:b:c",
+    "H\xe9",
+    "[::1",
+    "",
+    ":80",
+    ":",
+  ];
+  for (const host of [...bad, "[:]", "[.]", "[v1.x]", "a*", "a&b", "a;b", "a\tb", "[::1]x", "x:+80"]) {
+    ok(!validHost(host), host);
   }
 });
 
@@ -444,32 +479,97 @@ Deno.test("handler() answers a malformed Host with 400, an access line and a met
   equal(metrics.inFlight.get(), 0);
 });
 
-Deno.test("property: no Host value or target makes the handler answer a route other than the target's, or a 500", async () => {
+/** Sends one raw request on its own connection and reads the answer to its end; the answer's status. */
+async function rawStatus(port: number, bytes: Uint8Array): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(bytes);
+    const chunks: Uint8Array[] = [];
+    const buffer = new Uint8Array(4096);
+    for (let n; (n = await conn.read(buffer)) !== null;) chunks.push(buffer.slice(0, n));
+    const head = new TextDecoder().decode(chunks[0] ?? new Uint8Array());
+    return Number(/^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1] ?? 0);
+  } finally {
+    conn.close();
+  }
+}
+
+/** Bytes as the one-character-per-byte string Deno gives header values as. */
+const latin1 = (bytes: number[]) => String.fromCharCode(...bytes);
+
+Deno.test("property: on a real Deno.serve, no Host header or request target makes the handler answer or log another route", async () => {
   const { out, handler } = setupRaw();
-  const hostChar = fc.constantFrom(..."ab0:/?#[]@!$&'()*+,;=%. |\\\"<>{}^`~-_");
-  await fc.assert(
-    fc.asyncProperty(
-      fc.string({ unit: hostChar, maxLength: 12 }),
-      fc.constantFrom("/livez", "/readyz", "/missing", "/private?token=abc", "/a/../livez", "/status/418"),
-      async (host, target) => {
-        // As Deno builds it: the Host header's value (trimmed, as every header value is), then the target.
-        const url = `http://${new Headers({ host }).get("host")}${target}`;
-        const res = await handler(new Request(`http://placeholder${target}`, { headers: { host } }), undefined, url);
-        await res.body?.cancel();
-        const line = out.records().at(-1)!;
-        equal(line.path, target.split("?")[0]);
-        ok(res.status !== 500, `${host} ${target}: ${res.status}`);
-        if (res.status !== 400) {
-          const expected = target.startsWith("/status")
-            ? 418
-            : target.includes("livez") || target === "/readyz"
-            ? 200
-            : 404;
-          equal(res.status, expected, `${JSON.stringify(host)} ${target}`);
-        }
-      },
-    ),
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
+  // Bytes a hostile Host or authority is made of: delimiters, UTF-8 (valid or not), and what a valid one holds.
+  const hostByte = fc.constantFrom(
+    ..."ab0.:-/?#[]@*&%;".split("").map((c) => [c.charCodeAt(0)]),
+    [0xc3, 0xa9],
+    [0xff],
   );
+  const hostBytes = (minLength: number) =>
+    fc.array(hostByte, { minLength, maxLength: 10 }).map((parts) => parts.flat());
+  const path = fc.constantFrom(
+    "/livez",
+    "/readyz",
+    "/missing",
+    "/private?token=abc",
+    "/a/../livez",
+    "//x/../readyz",
+    "//evil.%2e/readyz",
+    "/status/418",
+    "/a#/../readyz",
+    "?/readyz",
+    "",
+  );
+  const target = fc.oneof(
+    path.filter((p) => p.startsWith("/")).map((p) => ({ authority: null as number[] | null, scheme: "", path: p })),
+    // An authority ends at the first "/", "?" or "#": those are in the paths, so the split is the one generated.
+    fc.record({
+      authority: hostBytes(1).filter((b) => !b.some((c) => "/?#".includes(latin1([c])))),
+      scheme: fc.constantFrom("http", "HTTP", "https", "foo"),
+      path,
+    }),
+  );
+  let answered = 0;
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.option(hostBytes(0), { nil: null }), target, async (host, t) => {
+        const absolute = t.authority !== null;
+        const targetBytes = absolute ? [...new TextEncoder().encode(`${t.scheme}://`), ...t.authority!] : [];
+        const request = new Uint8Array([
+          ...new TextEncoder().encode("GET "),
+          ...targetBytes,
+          ...new TextEncoder().encode(`${t.path} HTTP/1.1\r\n`),
+          ...(host === null ? [] : [...new TextEncoder().encode("Host: "), ...host, 13, 10]),
+          ...new TextEncoder().encode("Connection: close\r\n\r\n"),
+        ]);
+        const before = out.lines.length;
+        const status = await rawStatus(server.addr.port, request);
+        const label = JSON.stringify(latin1([...request]));
+        ok(status !== 500 && status !== 0, `${label}: ${status}`);
+        if (out.lines.length === before) {
+          equal(status, 400, `${label}: refused by Deno's parser, which answers 400`);
+          return;
+        }
+        answered++;
+        equal(out.lines.length, before + 1, label);
+        const hostText = host === null ? null : latin1(host).trim();
+        const authority = absolute ? latin1(t.authority!) : hostText;
+        // The oracle: the authority valid, the Host (when sent) the same, http(s) only, no fragment.
+        const valid = (authority === null || validHost(authority)) &&
+          (!absolute || hostText === null || hostText.toLowerCase() === authority!.toLowerCase()) &&
+          (!absolute || /^https?$/i.test(t.scheme)) && !t.path.includes("#");
+        const sentPath = t.path.startsWith("/") ? t.path.split("?")[0] : "/";
+        const expected = valid ? routeStatus(new URL(`http://h${sentPath}`).pathname) : 400;
+        equal(status, expected, label);
+        equal(out.records().at(-1)!.path, sentPath, `${label}: the path as sent`);
+      }),
+      { numRuns: 250 },
+    );
+  } finally {
+    await server.shutdown();
+  }
+  ok(answered > 150, `most requests reach the handler (${answered} of 250)`);
 });
 
 Deno.test("handler() tells every client to close its connection once draining", async () => {

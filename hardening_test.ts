@@ -103,7 +103,15 @@ const BAD_REQUESTS: BadRequest[] = [
   handler("absurd /delay", request("GET /delay/1e309 HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 400 /),
   handler("absurd /status", request(`GET /status/${"9".repeat(40)} HTTP/1.1\nHost: x\n\n`), /^HTTP\/1\.1 400 /),
   handler("no Host header", request("GET /livez HTTP/1.1\n\n"), /^HTTP\/1\.1 200 /),
-  handler("absolute URI", request("GET http://elsewhere.invalid/livez HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 200 /),
+  handler(
+    "absolute URI",
+    request("GET http://elsewhere.invalid/livez HTTP/1.1\nHost: elsewhere.invalid\n\n"),
+    /^HTTP\/1\.1 200 /,
+  ),
+  handler("absolute URI for another host", request("GET http://b/livez HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 400 /),
+  handler("absolute URI, not http", request("GET foo://x/livez HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 400 /),
+  handler("fragment in the target", request("GET /a#/../livez HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 400 /),
+  handler("empty Host", request("GET /livez HTTP/1.1\nHost: \n\n"), /^HTTP\/1\.1 400 /),
 ];
 
 Deno.test("bad requests get a 4xx or a closed connection, cost bounded memory, and the server serves on", async (t) => {
