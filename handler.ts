@@ -117,8 +117,8 @@ export interface Target {
   path: string;
   /** The path the router matches: dot segments resolved as a URL parser does (percent-encoding is kept). */
   route: string;
-  /** Why the request is refused with 400 ("bad host header", "bad request target"), or undefined when it is not. */
-  problem: string | undefined;
+  /** Why the request is refused with 400, or undefined when it is not. */
+  problem: Problem | undefined;
 }
 
 /**
@@ -126,25 +126,32 @@ export interface Target {
  * `http://` + the Host header + the target, so `new URL(url).pathname` lets a Host such as `x/metrics?` choose
  * the route. Deno's exceptions: a Host that is not ASCII is decoded as UTF-8 there (while the header keeps one
  * character per byte); a Host that is empty, absent or not UTF-8 is replaced by the listening address; an
- * absolute-form target (or an HTTP/2 :authority) is taken as is. Here the Host is cut off exactly, so only what
- * follows it is the client's path; any other authority must be valid and, when there is a Host, be that Host
- * (RFC 9112 3.2: a client must send them identical), or the answer is a 400.
+ * absolute-form target (or an HTTP/2 :authority) is taken as is, its authority ending at the first "/" or "?".
+ * Here the Host is cut off exactly, so only what follows it is the client's path; any other authority must be
+ * valid and, when there is a Host, be that Host (our policy, see docs/security.md), or the answer is a 400.
  */
 export function requestTarget(url: string, host: string | null): Target {
   const start = url.indexOf("://") + 3;
   let authority: string | undefined;
   if (host !== null) {
     if (hostAt(url, start, host)) authority = host;
-    else if (/[\x80-\xff]/.test(host) && hostAt(url, start, headerText(host))) authority = headerText(host);
+    else if (/[\x80-\xff]/.test(host)) {
+      const text = headerText(host);
+      if (hostAt(url, start, text)) authority = text;
+    }
   }
-  let problem: string | undefined;
+  let problem: Problem | undefined;
   if (authority === undefined) {
     let end = start;
-    while (end < url.length && !AUTHORITY_END.has(url[end])) end++;
+    while (end < url.length && !authorityEnd(url.charCodeAt(end))) end++;
     authority = url.slice(start, end);
     if (host !== null && host.toLowerCase() !== authority.toLowerCase()) problem = "bad host header";
   }
-  if (!validHost(authority)) problem = "bad host header";
+  // Hosts repeat (the Service name, the pod's address for the kubelet): the last valid one is not checked again.
+  if (authority !== lastValidHost) {
+    if (validHost(authority)) lastValidHost = authority;
+    else problem = "bad host header";
+  }
   let rest = url.slice(start + authority.length);
   // RFC 9112 3.2: no fragment in a request target. Deno keeps what HTTP/1.1 sends, so a "#" would route as a path.
   const http = url.startsWith("http://") || /^https?$/i.test(url.slice(0, start - 3));
@@ -157,12 +164,20 @@ export function requestTarget(url: string, host: string | null): Target {
   return { path, route, problem };
 }
 
-const AUTHORITY_END = new Set(["/", "?", "#"]);
+/** Why a request is refused with 400 before routing. */
+export type Problem = "bad host header" | "bad request target";
+
+let lastValidHost = "localhost";
+
+/** "/" or "?": where Deno ends an absolute-form target's authority (a "#" stays in it). */
+function authorityEnd(code: number): boolean {
+  return code === 47 || code === 63;
+}
 
 /** True when `url` holds `host` at `start`, followed by the end of the authority. */
 function hostAt(url: string, start: number, host: string): boolean {
-  const next = url[start + host.length];
-  return url.startsWith(host, start) && (next === undefined || AUTHORITY_END.has(next));
+  const next = start + host.length;
+  return url.startsWith(host, start) && (next === url.length || authorityEnd(url.charCodeAt(next)));
 }
 
 function routePath(path: string): string {
@@ -445,7 +460,8 @@ export function createHandler(options: HandlerOptions): Handler {
   return function handle(request: Request, info?: Deno.ServeHandlerInfo): Response | Promise<Response> {
     const started = performance.now();
     const target = requestTarget(request.url, request.headers.get("host"));
-    const [route, param] = match(target.route);
+    // A refused request is counted as unmatched: its target or Host must not pick the route label.
+    const [route, param] = target.problem === undefined ? match(target.route) : [notFound, ""];
     const call = new Call(
       request,
       info,

@@ -358,7 +358,8 @@ Deno.test("property: the router answers any path and method with exactly the sta
       fc.pre(!p.startsWith("/delay/") && !p.startsWith("/stream/")); // those wait by design
       // The URL as Deno.serve builds it, with the target as sent: not normalised as `new Request` would.
       const before = out.lines.length;
-      const res = await handler(new Request("http://localhost/", { method: m }), undefined, `http://localhost${p}`);
+      const request = new Request("http://localhost/", { method: m, headers: { host: "localhost" } });
+      const res = await handler(request, undefined, `http://localhost${p}`);
       const sent = p.startsWith("/") ? p : "/" + p; // Deno's URL always has a path; an empty one is "/"
       await res.body?.cancel();
       const effective = new Request("http://h/", { method: m }).method; // Fetch upper-cases "get", the wire does not
@@ -434,6 +435,9 @@ Deno.test("requestTarget() takes the path the client sent, never what the Host h
     target("/a#/../readyz", "/a", "bad request target"),
   );
   equal(requestTarget("http://a/readyz?x#y", "a").problem, "bad request target");
+  // Deno ends an absolute-form authority at "/" or "?" only: "http://a#/x" has the authority "a#", path /x.
+  deepStrictEqual(requestTarget("http://a#/x", null), target("/x", "/x", "bad host header"));
+  deepStrictEqual(requestTarget("http://a#/x", "a"), target("/x", "/x", "bad host header"));
 });
 
 Deno.test("validHost() accepts names, IPv4, bracketed IPv6 and ports up to 65535, and nothing else", () => {
@@ -475,7 +479,7 @@ Deno.test("handler() answers a malformed Host with 400, an access line and a met
   const access = out.records().filter((r) => r.msg === "access");
   equal(access.length, 7);
   ok(access.every((r) => r.status === 400 && r.path === "/readyz"));
-  match(metrics.render(), /^http_requests_total\{method="GET",route="\/readyz",code="400"\} 7$/m);
+  match(metrics.render(), /^http_requests_total\{method="GET",route="unmatched",code="400"\} 7$/m);
   equal(metrics.inFlight.get(), 0);
 });
 
@@ -498,16 +502,19 @@ async function rawStatus(port: number, bytes: Uint8Array): Promise<number> {
 const latin1 = (bytes: number[]) => String.fromCharCode(...bytes);
 
 Deno.test("property: on a real Deno.serve, no Host header or request target makes the handler answer or log another route", async () => {
-  const { out, handler } = setupRaw();
+  const { out, metrics, handler } = setupRaw();
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
   // Bytes a hostile Host or authority is made of: delimiters, UTF-8 (valid or not), and what a valid one holds.
   const hostByte = fc.constantFrom(
-    ..."ab0.:-/?#[]@*&%;".split("").map((c) => [c.charCodeAt(0)]),
+    ..."aA08.:-/?#[]@*&%;".split("").map((c) => [c.charCodeAt(0)]),
     [0xc3, 0xa9],
     [0xff],
   );
+  // Valid Hosts too (as Kubernetes sends them), so that the accepting path is taken as often as the refusing one.
+  const goodHost = fc.constantFrom("a", "A", "localhost", "10.0.0.1:8080", "[::1]:80", "svc.ns.svc.", "a:000080")
+    .map((h) => [...new TextEncoder().encode(h)]);
   const hostBytes = (minLength: number) =>
-    fc.array(hostByte, { minLength, maxLength: 10 }).map((parts) => parts.flat());
+    fc.oneof(goodHost, fc.array(hostByte, { minLength, maxLength: 10 }).map((parts) => parts.flat()));
   const path = fc.constantFrom(
     "/livez",
     "/readyz",
@@ -522,20 +529,31 @@ Deno.test("property: on a real Deno.serve, no Host header or request target make
     "",
   );
   const target = fc.oneof(
-    path.filter((p) => p.startsWith("/")).map((p) => ({ authority: null as number[] | null, scheme: "", path: p })),
-    // An authority ends at the first "/", "?" or "#": those are in the paths, so the split is the one generated.
+    path.filter((p) => p.startsWith("/")).map((p) => ({
+      authority: null as number[] | null,
+      scheme: "",
+      path: p,
+      same: false,
+    })),
+    // Deno ends an authority at the first "/" or "?" (a "#" stays in it): those are in the paths, so the split is the
+    // one generated. With `same`, the authority is the Host's bytes, when they can be one.
     fc.record({
-      authority: hostBytes(1).filter((b) => !b.some((c) => "/?#".includes(latin1([c])))),
+      authority: hostBytes(1).filter((b) => !b.some((c) => c === 47 || c === 63)),
       scheme: fc.constantFrom("http", "HTTP", "https", "foo"),
       path,
+      same: fc.boolean(),
     }),
   );
   let answered = 0;
+  let accepted = 0;
+  let acceptedAbsolute = 0;
   try {
     await fc.assert(
       fc.asyncProperty(fc.option(hostBytes(0), { nil: null }), target, async (host, t) => {
         const absolute = t.authority !== null;
-        const targetBytes = absolute ? [...new TextEncoder().encode(`${t.scheme}://`), ...t.authority!] : [];
+        const sameAsHost = t.same && host !== null && host.length > 0 && !host.some((c) => c === 47 || c === 63);
+        const authorityBytes = sameAsHost ? host : t.authority;
+        const targetBytes = absolute ? [...new TextEncoder().encode(`${t.scheme}://`), ...authorityBytes!] : [];
         const request = new Uint8Array([
           ...new TextEncoder().encode("GET "),
           ...targetBytes,
@@ -554,13 +572,15 @@ Deno.test("property: on a real Deno.serve, no Host header or request target make
         answered++;
         equal(out.lines.length, before + 1, label);
         const hostText = host === null ? null : latin1(host).trim();
-        const authority = absolute ? latin1(t.authority!) : hostText;
+        const authority = absolute ? latin1(authorityBytes!) : hostText;
         // The oracle: the authority valid, the Host (when sent) the same, http(s) only, no fragment.
         const valid = (authority === null || validHost(authority)) &&
           (!absolute || hostText === null || hostText.toLowerCase() === authority!.toLowerCase()) &&
           (!absolute || /^https?$/i.test(t.scheme)) && !t.path.includes("#");
         const sentPath = t.path.startsWith("/") ? t.path.split("?")[0] : "/";
         const expected = valid ? routeStatus(new URL(`http://h${sentPath}`).pathname) : 400;
+        if (valid) accepted++;
+        if (valid && absolute) acceptedAbsolute++;
         equal(status, expected, label);
         equal(out.records().at(-1)!.path, sentPath, `${label}: the path as sent`);
       }),
@@ -570,6 +590,12 @@ Deno.test("property: on a real Deno.serve, no Host header or request target make
     await server.shutdown();
   }
   ok(answered > 150, `most requests reach the handler (${answered} of 250)`);
+  ok(accepted > 50 && acceptedAbsolute > 10, `valid requests served: ${accepted}, absolute-form ${acceptedAbsolute}`);
+  // A refused request's target or Host never picks the metrics route label.
+  const refused = metrics.render().split("\n").filter((l) =>
+    l.startsWith("http_requests_total") && /code="400"/.test(l)
+  );
+  ok(refused.length > 0 && refused.every((l) => l.includes('route="unmatched"')), refused.join("\n"));
 });
 
 Deno.test("handler() tells every client to close its connection once draining", async () => {
