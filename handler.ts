@@ -135,9 +135,9 @@ export function requestTarget(url: string, host: string | null): Target {
   let authority: string | undefined;
   if (host !== null) {
     if (hostAt(url, start, host)) authority = host;
-    else if (/[\x80-\xff]/.test(host)) {
-      const text = headerText(host);
-      if (hostAt(url, start, text)) authority = text;
+    else {
+      const text = headerText(host); // the same string when the Host is ASCII
+      if (text !== host && hostAt(url, start, text)) authority = text;
     }
   }
   let problem: Problem | undefined;
