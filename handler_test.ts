@@ -12,7 +12,7 @@ import {
   validHost,
 } from "./handler.ts";
 import { Logger } from "./logging.ts";
-import { MemoryWriter } from "./testing.ts";
+import { MemoryWriter, raw } from "./testing.ts";
 import { Metrics } from "./metrics.ts";
 import fc from "fast-check";
 
@@ -475,21 +475,6 @@ Deno.test("handler() answers a malformed Host with 400, an access line and a met
   equal(metrics.inFlight.get(), 0);
 });
 
-/** Sends one raw request on its own connection and reads the answer to its end; the answer's status. */
-async function rawStatus(port: number, bytes: Uint8Array): Promise<number> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await conn.write(bytes);
-    const chunks: Uint8Array[] = [];
-    const buffer = new Uint8Array(4096);
-    for (let n; (n = await conn.read(buffer)) !== null;) chunks.push(buffer.slice(0, n));
-    const head = new TextDecoder().decode(chunks[0] ?? new Uint8Array());
-    return Number(/^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1] ?? 0);
-  } finally {
-    conn.close();
-  }
-}
-
 /** Bytes as the one-character-per-byte string Deno gives header values as. */
 const latin1 = (bytes: number[]) => String.fromCharCode(...bytes);
 
@@ -554,7 +539,7 @@ Deno.test("property: on a real Deno.serve, no Host header or request target make
           ...new TextEncoder().encode("Connection: close\r\n\r\n"),
         ]);
         const before = out.lines.length;
-        const status = await rawStatus(server.addr.port, request);
+        const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(await raw(server.addr.port, request))?.[1] ?? 0);
         const label = JSON.stringify(latin1([...request]));
         ok(status !== 500 && status !== 0, `${label}: ${status}`);
         if (out.lines.length === before) {

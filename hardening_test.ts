@@ -4,28 +4,9 @@
  */
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
-import { getFresh, rssBytes, RUN_ARGS, ServerProcess, sleep, waitUntil } from "./testing.ts";
+import { getFresh, raw, rssBytes, RUN_ARGS, ServerProcess, sleep, statusLine, waitUntil } from "./testing.ts";
 
 const DENO_RUN_MAIN = [Deno.execPath(), ...RUN_ARGS];
-
-/** The status line of the first answer on `conn` within `waitMs`, or "closed"; closes the connection. */
-async function statusLine(conn: Deno.Conn, waitMs: number): Promise<string> {
-  const buffer = new Uint8Array(4096);
-  const timer = setTimeout(() => conn.close(), waitMs);
-  const n = await conn.read(buffer).catch(() => null);
-  clearTimeout(timer);
-  try {
-    conn.close();
-  } catch { /* closed by the timer */ }
-  return n ? new TextDecoder().decode(buffer.subarray(0, n)).split("\r\n")[0] : "closed";
-}
-
-/** Sends raw bytes on a new connection; the status line of the answer, or "closed" if it closed without one. */
-async function raw(port: number, bytes: Uint8Array, waitMs = 2000): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(bytes).catch(() => {});
-  return await statusLine(conn, waitMs);
-}
 
 const encoder = new TextEncoder();
 const request = (text: string) => encoder.encode(text.replaceAll("\n", "\r\n"));

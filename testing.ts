@@ -138,6 +138,25 @@ export class ServerProcess {
   }
 }
 
+/** The status line of the first answer on `conn` within `waitMs`, or "closed"; closes the connection. */
+export async function statusLine(conn: Deno.Conn, waitMs: number): Promise<string> {
+  const buffer = new Uint8Array(4096);
+  const timer = setTimeout(() => conn.close(), waitMs);
+  const n = await conn.read(buffer).catch(() => null);
+  clearTimeout(timer);
+  try {
+    conn.close();
+  } catch { /* closed by the timer */ }
+  return n ? new TextDecoder().decode(buffer.subarray(0, n)).split("\r\n")[0] : "closed";
+}
+
+/** Sends raw bytes on a new connection; the status line of the answer, or "closed" if it closed without one. */
+export async function raw(port: number, bytes: Uint8Array, waitMs = 2000): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(bytes).catch(() => {});
+  return await statusLine(conn, waitMs);
+}
+
 /** GET on a fresh connection (its own client), so it tests what a new connection gets. */
 export async function getFresh(url: string): Promise<{ status: number; body: string }> {
   using client = Deno.createHttpClient({});
